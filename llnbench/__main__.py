@@ -1,0 +1,3 @@
+from llnbench.cli import main
+
+main()

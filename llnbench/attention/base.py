@@ -1,0 +1,151 @@
+"""The interface every attention mechanism implements, plus the mask and dtype helpers they share.
+
+Shapes: q, k, v and the output are (B, H, N, d). ``attention_mask`` is (B, N), True/1 = real token
+(the HF convention). Padded keys never influence a real query; padded query outputs are finite.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from llnbench.errors import ConfigError
+
+
+class Attention(nn.Module, abc.ABC):
+    """Base class: subclasses set the class attributes and implement ``forward``/``attention_matrix``."""
+
+    name: ClassVar[str]
+    supports_causal: ClassVar[bool] = True
+    linear_in_n: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    uses_attn_dropout: ClassVar[bool] = False
+    complexity: ClassVar[str] = "O(N^2 d)"
+
+    def __init__(
+        self, *, num_heads: int, head_dim: int, causal: bool = False, dropout: float = 0.0
+    ):
+        super().__init__()
+        if causal and not self.supports_causal:
+            from llnbench.attention import causal_attentions
+
+            raise ConfigError(
+                f"attention {self.name!r} has no causal form; causal attentions: "
+                f"{', '.join(causal_attentions())}"
+            )
+        if num_heads < 1 or head_dim < 1:
+            raise ConfigError(
+                f"num_heads and head_dim must be positive, got {num_heads}, {head_dim}"
+            )
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.causal = causal
+        self.dropout = float(dropout) if self.uses_attn_dropout else 0.0
+        self.last_stats: dict[str, float] = {}
+
+    @abc.abstractmethod
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        """(B, H, N, d) output in v's dtype."""
+
+    @abc.abstractmethod
+    def attention_matrix(
+        self, q: Tensor, k: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        """Dense (B, H, N, N) matrix P with ``P @ v`` equal to the eval-mode forward (small N only)."""
+
+    def options(self) -> dict[str, object]:
+        """The mechanism's settings, recorded next to every benchmark row and run."""
+        return {}
+
+    def extra_repr(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options().items())
+        return f"heads={self.num_heads}, head_dim={self.head_dim}, causal={self.causal}" + (
+            f", {opts}" if opts else ""
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def key_mask_of(attention_mask: Tensor | None, q: Tensor) -> Tensor | None:
+    """(B, N) bool, True = real token, or None when there is no padding to respect."""
+    if attention_mask is None:
+        return None
+    if attention_mask.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}, expected (B, N) = "
+            f"({q.shape[0]}, {q.shape[2]})"
+        )
+    return attention_mask.to(device=q.device, dtype=torch.bool)
+
+
+def visibility(
+    key_mask: Tensor | None, n: int, causal: bool, device: torch.device
+) -> Tensor | None:
+    """Bool (B or 1, 1, N, N), True where query i may see key j; None when everything is visible.
+
+    Every query also sees itself, which changes nothing for real queries and keeps padded rows
+    (left padding under causal masking, for instance) from being entirely masked.
+    """
+    if key_mask is None and not causal:
+        return None
+    allowed = torch.ones(n, n, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed.tril()
+    allowed = allowed[None, None]
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :]
+    return allowed | torch.eye(n, dtype=torch.bool, device=device)
+
+
+def real_counts(key_mask: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
+    """(B,) number of real tokens per sequence."""
+    if key_mask is None:
+        return torch.full((batch,), n, device=device, dtype=torch.long)
+    return key_mask.sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dtype policy
+
+
+def core_dtype(x: Tensor) -> torch.dtype:
+    """float64 stays float64 (tests); every other dtype computes in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Disable autocast so the core's matmuls stay in the dtype we cast them to."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def upcast(*tensors: Tensor) -> tuple[Tensor, ...]:
+    dtype = core_dtype(tensors[0])
+    return tuple(t.to(dtype) for t in tensors)
+
+
+def masked_std(x: Tensor, key_mask: Tensor | None, dims: tuple[int, ...]) -> Tensor:
+    """Unbiased standard deviation of the real entries of x (B, H, N, d) over ``dims``, keepdim.
+
+    Padded positions (key_mask False) are excluded from the mean and the count.
+    """
+    if key_mask is None:
+        weight = torch.ones_like(x[..., :1])
+    else:
+        weight = key_mask[:, None, :, None].to(x.dtype)
+    weight = weight.expand_as(x)
+    x = torch.where(weight > 0, x, 0.0)  # padded junk (even inf/NaN) must not reach the sums
+    count = weight.sum(dim=dims, keepdim=True)
+    mean = (x * weight).sum(dim=dims, keepdim=True) / count
+    var = (((x - mean) * weight) ** 2).sum(dim=dims, keepdim=True) / (count - 1).clamp_min(1)
+    return var.sqrt()

@@ -1,0 +1,163 @@
+"""The shared core of every feature-map (kernelised) attention: LLN, Performer, elu+1, cosFormer.
+
+Given non-negative features phi_q, phi_k (B, H, N, F) and values v (B, H, N, D):
+
+    out_i = sum_j w_ij v_j / (sum_j w_ij + eps),   w_ij = phi_q_i . phi_k_j   (j <= i when causal)
+
+computed without forming the N x N matrix. Callers cast to fp32 (or keep fp64) and disable autocast.
+
+Causal stabilisation. A feature map with an exponential (LLN, Performer) divides its key features by
+exp(shift) to stay finite. Bidirectionally one global shift cancels exactly. Causally a global shift
+would let a future key change earlier outputs through eps, so causal callers pass a per-key
+``key_shift`` m_j that is a running (prefix) maximum: phi_k_j is stored divided by exp(m_j), and
+query i weighs key j by phi_q_i . phi_k_j * exp(m_j - m_i) <= phi_q_i . phi_k_j, i.e. every weight is
+expressed in the units of query i's own prefix maximum. This is scalar-decay linear attention
+(the structure of RetNet/GLA), computed chunk by chunk with every decay factor in (0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+GUARDS = ("add", "clamp")
+# Rows of the chunk-to-chunk decay matrix processed at once: bounds its memory to
+# _CHUNK_ROWS x (N / chunk) per head, so causal memory stays linear in N.
+_CHUNK_ROWS = 512
+
+
+def guard_denominator(den: Tensor, eps: float, guard: str) -> Tensor:
+    if guard == "add":
+        return den + eps
+    if guard == "clamp":
+        return den.clamp_min(eps)
+    raise ValueError(f"unknown guard {guard!r}; allowed: {', '.join(GUARDS)}")
+
+
+def mask_keys(phi_k: Tensor, v: Tensor, key_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Zero the features and values of padded keys (masked_fill, so inf/NaN junk cannot leak)."""
+    if key_mask is None:
+        return phi_k, v
+    pad = ~key_mask[:, None, :, None]
+    return phi_k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
+
+
+def prefix_key_shift(key_logits_max: Tensor, key_mask: Tensor | None) -> Tensor:
+    """Running maximum over real keys of a per-key log scale (B, H, N) -> non-decreasing (B, H, N).
+
+    Positions before the first real key take the first real key's value, so the result is finite
+    and non-decreasing everywhere.
+    """
+    x = key_logits_max
+    if key_mask is not None:
+        x = x.masked_fill(~key_mask[:, None, :], float("-inf"))
+    m = torch.cummax(x, dim=-1).values
+    if key_mask is not None:
+        first = m.masked_fill(torch.isinf(m), float("inf")).amin(-1, keepdim=True)
+        m = torch.where(torch.isinf(m), first, m)
+    return m.detach()
+
+
+def linear_attention(
+    phi_q: Tensor,
+    phi_k: Tensor,
+    v: Tensor,
+    key_mask: Tensor | None = None,
+    *,
+    causal: bool = False,
+    eps: float = 1e-6,
+    guard: str = "add",
+    chunk: int = 64,
+    key_shift: Tensor | None = None,
+) -> Tensor:
+    """Normalised linear attention; see the module docstring. Returns (B, H, N, D).
+
+    ``key_shift`` (causal only): per-key log divisor already applied to phi_k, non-decreasing in N.
+    """
+    phi_k, v = mask_keys(phi_k, v, key_mask)
+    if not causal:
+        state = phi_k.transpose(-2, -1) @ v  # (B, H, F, D)
+        norm = phi_k.sum(-2)  # (B, H, F)
+        den = (phi_q @ norm.unsqueeze(-1)).squeeze(-1)
+        return (phi_q @ state) / guard_denominator(den, eps, guard).unsqueeze(-1)
+    num_den = _causal_chunked(phi_q, phi_k, _with_ones(v), chunk, key_shift)
+    num, den = num_den[..., :-1], num_den[..., -1:]
+    return num / guard_denominator(den, eps, guard)
+
+
+def _with_ones(v: Tensor) -> Tensor:
+    """Append a ones column: the same pass then accumulates the normaliser sum_j w_ij."""
+    return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+
+
+def _causal_chunked(
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, chunk: int, key_shift: Tensor | None
+) -> Tensor:
+    """sum_{j<=i} phi_q_i . phi_k_j * exp(m_j - m_i) * v_j, in chunks of ``chunk`` positions."""
+    b, h, n, f = phi_q.shape
+    d = v.shape[-1]
+    pad = (-n) % chunk
+    if pad:
+        phi_q, phi_k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
+        if key_shift is not None:
+            key_shift = torch.nn.functional.pad(key_shift, (0, pad), mode="replicate")
+    c = (n + pad) // chunk
+    q = phi_q.reshape(b, h, c, chunk, f)
+    k = phi_k.reshape(b, h, c, chunk, f)
+    vv = v.reshape(b, h, c, chunk, d)
+    future = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).triu(1)
+
+    scores = q @ k.transpose(-1, -2)  # (b, h, c, C, C): intra-chunk weights
+    if key_shift is None:
+        intra = scores.masked_fill(future, 0.0) @ vv
+        per_chunk = k.transpose(-1, -2) @ vv  # (b, h, c, F, D)
+        states = per_chunk.cumsum(2) - per_chunk  # exclusive prefix: keys of earlier chunks
+        out = q @ states + intra
+        return out.reshape(b, h, n + pad, d)[:, :, :n]
+
+    m = key_shift.reshape(b, h, c, chunk)
+    # intra-chunk decay exp(m_j - m_i) for j <= i (<= 1 since m is non-decreasing)
+    log_decay = (m.unsqueeze(-2) - m.unsqueeze(-1)).masked_fill(future, float("-inf"))
+    intra = (scores * log_decay.exp()) @ vv
+    end = m[..., -1]  # (b, h, c): the shift at each chunk's last position
+    # chunk c's keys summarised in the units of its end shift
+    per_chunk = (k * (m - end.unsqueeze(-1)).exp().unsqueeze(-1)).transpose(-1, -2) @ vv
+    per_chunk = per_chunk.reshape(b, h, c, f * d)
+    prev_end = torch.cat([m[..., :1, 0], end[..., :-1]], dim=-1)  # e_{c-1}; unused for chunk 0
+    earlier = torch.ones(c, c, dtype=torch.bool, device=q.device).tril(-1)
+    blocks = []
+    for start in range(0, c, _CHUNK_ROWS):
+        rows = slice(start, min(c, start + _CHUNK_ROWS))
+        # state entering chunk r in units of e_{r-1}: sum_{r' < r} exp(e_{r'} - e_{r-1}) U_{r'}
+        log_g = end.unsqueeze(-2) - prev_end[..., rows].unsqueeze(-1)
+        blocks.append(log_g.masked_fill(~earlier[rows], float("-inf")).exp() @ per_chunk)
+    states = torch.cat(blocks, dim=2).reshape(b, h, c, f, d)
+    # query i of chunk r reads the state in its own units: times exp(e_{r-1} - m_i) <= 1
+    q_scaled = q * (prev_end.unsqueeze(-1) - m).clamp_max(0.0).exp().unsqueeze(-1)
+    out = q_scaled @ states + intra
+    return out.reshape(b, h, n + pad, d)[:, :, :n]
+
+
+def dense_linear_weights(
+    phi_q: Tensor,
+    phi_k: Tensor,
+    key_mask: Tensor | None = None,
+    *,
+    causal: bool = False,
+    key_shift: Tensor | None = None,
+) -> Tensor:
+    """The unnormalised (B, H, N, N) weights w_ij that ``linear_attention`` applies implicitly."""
+    w = phi_q @ phi_k.transpose(-1, -2)
+    if causal:
+        if key_shift is not None:
+            log_decay = key_shift.unsqueeze(-2) - key_shift.unsqueeze(-1)  # [i, j] = m_j - m_i
+            w = w * log_decay.clamp_max(0.0).exp()
+        w = w.tril()
+    if key_mask is not None:
+        w = w.masked_fill(~key_mask[:, None, None, :], 0.0)
+    return w
+
+
+def dense_linear_matrix(w: Tensor, eps: float, guard: str = "add") -> Tensor:
+    """Row-normalise dense weights exactly as ``linear_attention`` normalises them."""
+    return w / guard_denominator(w.sum(-1, keepdim=True), eps, guard)
