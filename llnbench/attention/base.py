@@ -140,10 +140,8 @@ def masked_std(x: Tensor, key_mask: Tensor | None, dims: tuple[int, ...]) -> Ten
     Padded positions (key_mask False) are excluded from the mean and the count.
     """
     if key_mask is None:
-        weight = torch.ones_like(x[..., :1])
-    else:
-        weight = key_mask[:, None, :, None].to(x.dtype)
-    weight = weight.expand_as(x)
+        return torch.std(x, dim=dims, keepdim=True)
+    weight = key_mask[:, None, :, None].to(x.dtype).expand_as(x)
     x = torch.where(weight > 0, x, 0.0)  # padded junk (even inf/NaN) must not reach the sums
     count = weight.sum(dim=dims, keepdim=True)
     mean = (x * weight).sum(dim=dims, keepdim=True) / count

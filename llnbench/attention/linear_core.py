@@ -75,12 +75,11 @@ def linear_attention(
     ``key_shift`` (causal only): per-key log divisor already applied to phi_k, non-decreasing in N.
     """
     phi_k, v = mask_keys(phi_k, v, key_mask)
-    if not causal:
-        state = phi_k.transpose(-2, -1) @ v  # (B, H, F, D)
-        norm = phi_k.sum(-2)  # (B, H, F)
-        den = (phi_q @ norm.unsqueeze(-1)).squeeze(-1)
-        return (phi_q @ state) / guard_denominator(den, eps, guard).unsqueeze(-1)
-    num_den = _causal_chunked(phi_q, phi_k, _with_ones(v), chunk, key_shift)
+    v = _with_ones(v)  # one pass then yields numerator and denominator together
+    if causal:
+        num_den = _causal_chunked(phi_q, phi_k, v, chunk, key_shift)
+    else:
+        num_den = phi_q @ (phi_k.transpose(-2, -1) @ v)  # (B, H, F, D + 1) state, never N x N
     num, den = num_den[..., :-1], num_den[..., -1:]
     return num / guard_denominator(den, eps, guard)
 

@@ -1,0 +1,46 @@
+# llnbench: `make demo` runs the main job, `make test` the tests. Both set up .venv first.
+#
+# torch is installed first and pinned (TORCH) so a CPU machine never pulls a multi-GB CUDA build.
+# GPU users: `make install TORCH="torch --index-url https://download.pytorch.org/whl/cu128"`,
+# or install torch into .venv yourself first (any torch >= 2.4 satisfies the project).
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev
+PY     := $(VENV)/bin/python
+OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
+
+.PHONY: install test lint format demo bench assets clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+test: install
+	$(OFFLINE) $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+demo: install
+	$(VENV)/bin/llnbench scale --max-len 4096
+
+bench: install
+	$(VENV)/bin/llnbench scale --attention all --max-len 8192 --mode fwdbwd
+
+assets: install
+	$(PY) -m llnbench.data.build_assets
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Measurement helpers for the benchmarks: timing, peak memory, machine description, plots."""

@@ -1,0 +1,164 @@
+"""Read scale rows: ratios to softmax, crossover lengths, growth per doubling, table and plot."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+
+def _ok(row: dict[str, Any]) -> bool:
+    return row["status"] == "ok" and row.get("ms_median") is not None
+
+
+def baseline_index(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    """Softmax's row at each (seq_len, mode): the reference for every ratio."""
+    return {(r["seq_len"], r["mode"]): r for r in rows if r["attention"] == "softmax" and _ok(r)}
+
+
+def speedup(row: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    if base is None or not _ok(row):
+        return None
+    return base["ms_median"] / row["ms_median"]
+
+
+def memory_ratio(row: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    """softmax_mib / mib: how many times less memory than softmax (None where not measured)."""
+    if base is None or not row.get("peak_mib") or not base.get("peak_mib"):
+        return None
+    return base["peak_mib"] / row["peak_mib"]
+
+
+def growth_per_doubling(points: list[tuple[int, float]]) -> float | None:
+    """Geometric-mean factor between consecutive doublings of N (2.0 linear, 4.0 quadratic)."""
+    points = sorted(p for p in points if p[1] and p[1] > 0)
+    if len(points) < 2:
+        return None
+    logs = [math.log(b[1] / a[1]) / math.log2(b[0] / a[0]) for a, b in itertools.pairwise(points)]
+    return math.exp(sum(logs) / len(logs))
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (attention, mode): speed-up and memory ratio vs softmax by N, crossover, growth."""
+    base = baseline_index(rows)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["attention"], row["mode"])].append(row)
+    summary: dict[str, Any] = {}
+    for (name, mode), group in groups.items():
+        group.sort(key=lambda r: r["seq_len"])
+        ups = {r["seq_len"]: speedup(r, base.get((r["seq_len"], r["mode"]))) for r in group}
+        mems = {r["seq_len"]: memory_ratio(r, base.get((r["seq_len"], r["mode"]))) for r in group}
+        crossover = next((n for n, s in ups.items() if s is not None and s > 1.0), None)
+        summary[f"{name}/{mode}"] = {
+            "speedup_vs_softmax": ups,
+            "memory_vs_softmax": mems,
+            "crossover_len": crossover,
+            "time_growth_per_doubling": growth_per_doubling(
+                [(r["seq_len"], r["ms_median"]) for r in group if _ok(r)]
+            ),
+            "memory_growth_per_doubling": growth_per_doubling(
+                [(r["seq_len"], r["peak_mib"]) for r in group if _ok(r)]
+            ),
+            "statuses": {r["seq_len"]: r["status"] for r in group},
+        }
+    return summary
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
+    base = baseline_index(rows)
+    title = (
+        f"attention scale: {machine.get('gpu') or machine.get('cpu')}, {machine.get('dtype')}, "
+        f"torch {machine.get('torch')}"
+    )
+    table = Table(title=title, caption="× = softmax (SDPA) time or memory ÷ this mechanism's")
+    for column in ("attention", "N", "mode", "ms (p20–p80)", "× softmax", "peak MiB",
+                   "mem ×", "status"):  # fmt: skip
+        table.add_column(column, justify="right" if column not in ("attention", "mode") else "left")
+    for row in sorted(rows, key=lambda r: (r["mode"], r["seq_len"], r["attention"])):
+        ref = base.get((row["seq_len"], row["mode"]))
+        ms = (
+            f"{row['ms_median']:.2f} ({row['ms_p20']:.2f}–{row['ms_p80']:.2f})" if _ok(row) else "—"
+        )
+        status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
+        table.add_row(
+            row["attention"], str(row["seq_len"]), row["mode"], ms,
+            _fmt(speedup(row, ref), ".2f"),
+            _fmt(row.get("peak_mib"), ".1f") if row.get("peak_mib") is not None else "n/m",
+            _fmt(memory_ratio(row, ref), ".2f"), status,
+        )  # fmt: skip
+    return table
+
+
+def write_plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> None:
+    """Log-log time and memory vs N, one colour per mechanism, dashed = forward only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    memory_measured = any(r.get("peak_mib") for r in rows)
+    panels = [("ms_median", "time per call (ms, median)")]
+    if memory_measured:
+        panels.append(("peak_mib", "peak memory (MiB, inputs excluded)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    names = list(dict.fromkeys(r["attention"] for r in rows))
+    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    lengths = sorted({r["seq_len"] for r in rows})
+    for ax, (key, label) in zip(axes[0], panels):
+        for (name, mode), group in _groups(rows).items():
+            pts = [(r["seq_len"], r[key]) for r in group if _ok(r) and r.get(key)]
+            style = "-" if mode == "fwdbwd" else "--"
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", ms=3, color=colours[name],
+                        label=f"{name} {mode}")  # fmt: skip
+            for r in group:
+                if r["status"] in ("oom", "error") or (r["status"] == "skipped" and pts):
+                    y = pts[-1][1] if pts else 1.0
+                    ax.plot(r["seq_len"], y, "x", color=colours[name], ms=8)
+                    ax.annotate(r["status"], (r["seq_len"], y), fontsize=7, color=colours[name],
+                                xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        _slope_guides(ax, rows, key, lengths)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(
+        f"{machine.get('gpu') or machine.get('cpu')} · {machine.get('dtype')} · "
+        f"torch {machine.get('torch')}"
+        + ("" if memory_measured else " · peak memory not measured on CPU")
+        + "\nsolid: forward+backward, dashed: forward; dotted guides: slope 1 (linear), 2 (quadratic)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["attention"], row["mode"])].append(row)
+    return groups
+
+
+def _slope_guides(ax, rows, key: str, lengths: list[int]) -> None:
+    values = [r[key] for r in rows if _ok(r) and r.get(key)]
+    if len(lengths) < 2 or not values:
+        return
+    x0, y0 = lengths[0], min(values)
+    for slope in (1, 2):
+        ax.plot([x0, lengths[-1]], [y0, y0 * (lengths[-1] / x0) ** slope], ":", color="grey",
+                lw=0.8)  # fmt: skip

@@ -1,0 +1,169 @@
+"""The ``llnbench`` command line: one Typer command per job, Hydra overrides as extra arguments.
+
+    llnbench pretrain attention=lln
+    llnbench glue task=sst2 pretrained=runs/pretrain/...
+    llnbench scale --max-len 16384 --attention softmax,lln
+
+Typer options become overrides; the composed config becomes the job's dataclass (config.py); the
+job runs. User errors print one line on stderr and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from llnbench.errors import ConfigError, LlnbenchError
+
+err_console = Console(stderr=True)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="Pretrain, fine-tune and benchmark RoBERTa models with efficient attention "
+    "(LLN, LARA, softmax and linear baselines). Extra arguments are Hydra overrides, "
+    "e.g. `attention=lln trainer.max_steps=200`.",
+)
+
+# job -> (module, config dataclass). Modules are imported only when their command runs.
+JOBS: dict[str, tuple[str, str]] = {
+    "scale": ("llnbench.jobs.scale", "ScaleConfig"),
+}
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+PrintConfig = Annotated[
+    bool, typer.Option("--print-config", help="Print the composed config and exit.")
+]
+Multirun = Annotated[
+    bool,
+    typer.Option("--multirun", "-m", help="Run every combination of comma sweeps, one by one."),
+]
+
+
+def launch(job: str, overrides: list[str], print_config: bool = False, multirun: bool = False):
+    """Compose, convert and run ``job`` once per sweep combination."""
+    from llnbench.config import compose, from_dict, sweep_overrides, to_container, to_yaml
+
+    if job not in JOBS:
+        raise ConfigError(f"`llnbench {job}` is not built yet in this version")
+    combos = sweep_overrides(overrides)
+    if len(combos) > 1 and not multirun:
+        sweeps = [o for o in overrides if "," in o.split("=", 1)[-1]]
+        raise ConfigError(
+            f"{' '.join(sweeps)} is a sweep of {len(combos)} runs; add --multirun to run each "
+            "combination, or give one value"
+        )
+    module_name, config_name = JOBS[job]
+    module = importlib.import_module(module_name)
+    config_cls = getattr(module, config_name)
+    for i, combo in enumerate(combos):
+        cfg = compose(job, combo)
+        if print_config:
+            sys.stdout.write(to_yaml(cfg))
+            continue
+        if len(combos) > 1:
+            err_console.rule(f"run {i + 1}/{len(combos)}: {' '.join(combo)}")
+        module.run(from_dict(config_cls, to_container(cfg)))
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn LlnbenchError into one line + exit 2, Ctrl-C into exit 130, both without traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LlnbenchError as err:
+            err_console.print(
+                f"[bold red]llnbench: error:[/bold red] {err}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("llnbench: interrupted (the last checkpoint, if any, is intact)")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _value(value: Any) -> str:
+    """A Typer option value as a Hydra override value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_value(v) for v in value) + "]"
+    text = str(value)
+    if any(c in text for c in " ,:[]{}()='\"\\$*?") or text == "":
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return text
+
+
+def options_to_overrides(**options: Any) -> list[str]:
+    return [f"{key}={_value(value)}" for key, value in options.items() if value is not None]
+
+
+@app.command(context_settings=EXTRA_ARGS)
+@user_errors
+def scale(
+    ctx: typer.Context,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="Longest N (doubling).")] = None,
+    min_len: Annotated[int | None, typer.Option("--min-len", help="Shortest N.")] = None,
+    attention: Annotated[
+        str | None, typer.Option("--attention", help="Comma list of mechanisms, or `all`.")
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="fwd | fwdbwd | both")] = None,
+    causal: Annotated[bool, typer.Option("--causal", help="Causal attention.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="B.")] = None,
+    scope: Annotated[
+        str | None, typer.Option("--scope", help="layer (one attention) | model (train step)")
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output directory.")] = None,
+    heads: Annotated[int | None, typer.Option("--heads", help="H (default 12).")] = None,
+    head_dim: Annotated[int | None, typer.Option("--head-dim", help="d (default 64).")] = None,
+    budget_s: Annotated[
+        float | None, typer.Option("--budget-s", help="Skip longer N after a cell this slow.")
+    ] = None,
+    sdpa_backend: Annotated[
+        str | None, typer.Option("--sdpa-backend", help="auto | flash | efficient | cudnn | math")
+    ] = None,
+    print_config: PrintConfig = False,
+) -> None:
+    """Time and peak memory of attention vs sequence length -> scale.json, scale.csv, scale.png."""
+    attentions = [a.strip() for a in attention.split(",") if a.strip()] if attention else None
+    overrides = options_to_overrides(
+        max_len=max_len, min_len=min_len, attentions=attentions, mode=mode,
+        causal=causal or None, device=device, dtype=dtype, batch_size=batch_size, scope=scope,
+        run_dir=out, heads=heads, head_dim=head_dim, budget_s=budget_s, sdpa_backend=sdpa_backend,
+    )  # fmt: skip
+    launch("scale", overrides + list(ctx.args), print_config)
+
+
+def _job_command(job: str, summary: str) -> None:
+    @app.command(name=job, context_settings=EXTRA_ARGS, help=summary)
+    @user_errors
+    def command(
+        ctx: typer.Context, print_config: PrintConfig = False, multirun: Multirun = False
+    ) -> None:
+        launch(job, list(ctx.args), print_config, multirun)
+
+
+_job_command("pretrain", "Pretrain a RoBERTa MLM with a chosen attention (e.g. attention=lln).")
+_job_command("glue", "Fine-tune a pretrained model on a GLUE task (e.g. task=sst2).")
+_job_command("analyze", "Concentration instruments: entropy, spectral gap, log-normality.")
+_job_command("report", "Collect run directories into one Markdown report with plots.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

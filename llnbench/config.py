@@ -1,0 +1,225 @@
+"""Compose ``conf/`` with Hydra, then turn the result into typed dataclasses, once, at the edge.
+
+Below this module everything is plain Python: jobs receive a validated dataclass, never a DictConfig.
+Hydra and OmegaConf errors become one-line ``ConfigError`` messages here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from llnbench.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def config_dir() -> Path:
+    """The Hydra config tree: inside the installed package (wheel) or at the checkout's root."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"config directory not found next to {here} (broken installation?)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition
+
+
+def compose(job: str, overrides: list[str]) -> Any:
+    """Compose ``conf/<job>.yaml`` with Hydra overrides; returns a resolved DictConfig."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = _hydra_compose(job, overrides)
+        OmegaConf.resolve(cfg)
+        return cfg
+    except Exception as err:  # Hydra/OmegaConf raise many types; all are user errors here
+        raise ConfigError(hydra_message(err, job, overrides)) from None
+
+
+def _hydra_compose(job: str, overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name=job, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None = None) -> str:
+    """One informative line from a Hydra/OmegaConf error, naming what is allowed where possible."""
+    text = str(err).strip() or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0]
+    if first.startswith("Could not override") and "'" in first:
+        key = first.split("'")[1]
+        return f"unknown config key {key!r}; allowed: {_allowed_keys(job, key)}"
+    if "Could not find" in first:  # a missing config group option: Hydra lists the choices
+        available = [ln for ln in lines[1:] if not ln.startswith(("Config search", "provider="))]
+        choices = ", ".join(available[1:]) if len(available) > 1 else ""
+        return f"{first.split(': ', 1)[-1]}; allowed: {choices}" if choices else first
+    if "Ambiguous value" in first:
+        return f"{first}: a comma list is a sweep, add --multirun to run each value"
+    if type(err).__name__ == "OverrideParseException":
+        return f"cannot parse overrides {' '.join(overrides or [])!r}: {first}"
+    return first
+
+
+def _allowed_keys(job: str, key: str) -> str:
+    """The keys that exist beside ``key`` in the job's default config (for 'unknown key')."""
+    from omegaconf import DictConfig
+
+    try:
+        node = _hydra_compose(job, [])
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        for part in parent.split(".") if parent else []:
+            node = node[part]
+        if not isinstance(node, DictConfig):
+            return "(not a mapping)"
+        prefix = f"{parent}." if parent else ""
+        return ", ".join(f"{prefix}{k}" for k in node)
+    except Exception:  # the default config itself is broken: the key list is unavailable
+        return "(see --print-config)"
+
+
+def sweep_overrides(overrides: list[str]) -> list[list[str]]:
+    """Expand comma sweeps (``attention=softmax,lln``) into one override list per combination."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:
+        raise ConfigError(hydra_message(err, overrides=overrides)) from None
+    choices = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+            choices.append([f"{key}={value}" for value in values])
+        else:
+            choices.append([override.input_line])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def has_sweep(overrides: list[str]) -> bool:
+    return len(sweep_overrides(overrides)) > 1
+
+
+def to_yaml(cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_container(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass ``cls`` from plain data, naming any unknown key or ill-typed value.
+
+    A dataclass may define ``from_config(data, path)`` to take over its own conversion.
+    """
+    custom = getattr(cls, "from_config", None)
+    if custom is not None:
+        return custom(data, path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {_join(path, unknown[0])!r}; allowed: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: convert(hints[name], value, _join(path, name)) for name, value in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{path or 'config'}: {err}") from None
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def convert(tp: Any, value: Any, path: str) -> Any:
+    """Check and coerce one value against a type hint (dataclass, Literal, Optional, list, ...)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"bad value {value!r} for {path}; allowed: {', '.join(map(str, allowed))}"
+            )
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return convert(option, value, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"bad value {value!r} for {path}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]  # "a,b" from a Typer option
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        items = [convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return dict(value)
+    return _scalar(tp, value, path)
+
+
+def _scalar(tp: Any, value: Any, path: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"bad value {value!r} for {path}; allowed: true, false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"bad value {value!r} for {path}; expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"bad value {value!r} for {path}; expected a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"bad value {value!r} for {path}; expected a string")
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,296 @@
+"""``llnbench scale``: time and peak memory of attention against sequence length.
+
+Layer scope (default): one attention core on (B, H, N, d) Gaussian inputs. Softmax is SDPA with the
+backend pinned and recorded. Lengths double from ``min_len`` to ``max_len``; each cell warms up,
+repeats, and records median, p20 and p80. An out-of-memory cell becomes a row (status ``oom``) and
+that mechanism's longer lengths are skipped; so are lengths past the time budget or past what the
+host's free memory could hold. Results: scale.json, scale.csv, scale.png, a rich table of ratios to
+softmax at the same length, metrics.jsonl, and a W&B table when W&B is enabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from llnbench import files
+from llnbench.attention import ATTENTIONS, attention_options, build_attention
+from llnbench.bench.machine import machine_info
+from llnbench.bench.scale_report import ratio_table, summarise, write_plot
+from llnbench.bench.timing import free_host_memory_bytes, peak_memory_mib, time_call
+from llnbench.devices import dtype_name, resolve_device, resolve_dtype
+from llnbench.errors import ConfigError, one_of
+from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.schema import WandbConfig
+from llnbench.tracking import Tracker
+
+console = Console()
+DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "lara"]
+SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+
+
+@dataclass
+class ScaleConfig:
+    attentions: list[str] = field(default_factory=lambda: list(DEFAULT_ATTENTIONS))
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-mechanism options
+    min_len: int = 1024
+    max_len: int = 16384
+    mode: Literal["fwd", "fwdbwd", "both"] = "both"
+    causal: bool = False
+    device: str = "auto"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = 1
+    heads: int = 12
+    head_dim: int = 64
+    scope: Literal["layer", "model"] = "layer"
+    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
+    warmup: int = 3
+    min_time_s: float = 1.0
+    max_repeats: int = 30
+    budget_s: float = 120.0  # a cell slower than this skips the mechanism's longer lengths
+    memory_fraction: float = 0.5  # CPU: skip cells whose estimate exceeds this share of free RAM
+    seed: int = 0
+    run_dir: str | None = None
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def validate(self) -> None:
+        if self.attentions in (["all"], ("all",)):
+            self.attentions = list(ATTENTIONS)
+        for name in self.attentions:
+            if name not in ATTENTIONS:
+                raise one_of("attention", name, ["all", *ATTENTIONS])
+        for name, opts in self.options.items():
+            allowed = attention_options(name) if name in ATTENTIONS else {}
+            for key in opts:
+                if key not in allowed:
+                    raise ConfigError(
+                        f"unknown option options.{name}.{key}; allowed: {', '.join(allowed)}"
+                    )
+        if not 1 <= self.min_len <= self.max_len:
+            raise ConfigError(
+                f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
+            )
+        if self.causal and len(self.attentions) == 1:
+            cls = ATTENTIONS[self.attentions[0]]
+            if not cls.supports_causal:
+                raise ConfigError(f"attention {cls.name!r} has no causal form; drop --causal")
+        for name, value in [("batch_size", self.batch_size), ("heads", self.heads),
+                            ("head_dim", self.head_dim)]:  # fmt: skip
+            if value < 1:
+                raise ConfigError(f"{name} must be positive, got {value}")
+
+    def lengths(self) -> list[int]:
+        out, n = [], self.min_len
+        while n <= self.max_len:
+            out.append(n)
+            n *= 2
+        return out
+
+    def modes(self) -> list[str]:
+        return ["fwd", "fwdbwd"] if self.mode == "both" else [self.mode]
+
+
+def run(cfg: ScaleConfig) -> Path:
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.scope == "model":
+        raise ConfigError("--scope model needs `llnbench pretrain`'s model, not built yet")
+    run_dir = new_run_dir("scale", "-".join(cfg.attentions), cfg.run_dir)
+    save_config(run_dir, cfg)
+    backend = sdpa_backend_name(cfg.sdpa_backend, device)
+    machine = machine_info(device, dtype_name(dtype), sdpa_backend=backend, scope=cfg.scope)
+    tracker = Tracker(
+        run_dir, job="scale", name=f"scale-{device.type}-{dtype_name(dtype)}",
+        config=as_plain(cfg), wandb_cfg=cfg.wandb,
+    )  # fmt: skip
+    console.print(
+        f"[bold]llnbench scale[/bold] {device} {dtype_name(dtype)}, B={cfg.batch_size} "
+        f"H={cfg.heads} d={cfg.head_dim}, N={cfg.min_len}..{cfg.max_len}, "
+        f"{'causal' if cfg.causal else 'bidirectional'}, SDPA backend {backend}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    if device.type == "cpu":
+        console.print("[dim]peak memory is not measured on CPU (no peak counter in PyTorch)[/dim]")
+
+    rows = sweep(cfg, device, dtype, backend, tracker)
+
+    result = {"machine": machine, "config": as_plain(cfg), "rows": rows}
+    files.write_json(run_dir / "scale.json", result)
+    files.write_csv(run_dir / "scale.csv", rows)
+    write_plot(rows, run_dir / "scale.png", machine)
+    summary = summarise(rows)
+    console.print(ratio_table(rows, machine))
+    tracker.table("scale", rows)
+    tracker.image("scale_plot", run_dir / "scale.png")
+    tracker.finish({"machine": machine, "summary": summary})
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    return run_dir
+
+
+def sweep(cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker) -> list[dict[str, Any]]:
+    """Measure every (mechanism, length, mode) cell in order, skipping what cannot fit."""
+    lengths, modes = cfg.lengths(), cfg.modes()
+    rows: list[dict[str, Any]] = []
+    total = len(cfg.attentions) * len(lengths) * len(modes)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("elapsed"), TimeRemainingColumn(elapsed_when_finished=True),
+        console=console, transient=False,
+    )  # fmt: skip
+    with progress:
+        task = progress.add_task("scale", total=total)
+        for name in cfg.attentions:
+            stopped: dict[str, str] = {}  # mode -> reason the longer lengths are skipped
+            for n in lengths:
+                for mode in modes:
+                    progress.update(task, description=f"{name:<10} N={n:<6} {mode:<6}")
+                    row = base_row(cfg, name, n, mode, dtype)
+                    reason = stopped.get(mode) or cannot_run(cfg, name, n, mode, device)
+                    if reason:
+                        row.update(status="skipped", reason=reason)
+                    else:
+                        row.update(measure_cell(cfg, name, n, mode, device, dtype, backend))
+                        if row["status"] == "oom":
+                            stopped[mode] = f"oom at N={n}"
+                        elif row.get("wall_s", 0) > cfg.budget_s:
+                            stopped[mode] = f"over the {cfg.budget_s:g} s budget at N={n}"
+                    rows.append(row)
+                    tracker.log({k: v for k, v in row.items() if k != "options"})
+                    progress.advance(task)
+    return rows
+
+
+def base_row(cfg: ScaleConfig, name: str, n: int, mode: str, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        "attention": name, "seq_len": n, "mode": mode, "causal": cfg.causal,
+        "ms_median": None, "ms_p20": None, "ms_p80": None, "peak_mib": None,
+        "status": "ok", "reason": None, "batch": cfg.batch_size, "heads": cfg.heads,
+        "head_dim": cfg.head_dim, "dtype": dtype_name(dtype), "scope": cfg.scope,
+        "options": cfg.options.get(name, {}),
+    }  # fmt: skip
+
+
+def cannot_run(cfg: ScaleConfig, name: str, n: int, mode: str, device: torch.device) -> str | None:
+    """A reason to skip a cell before trying it: no causal form, or too big for host memory."""
+    cls = ATTENTIONS[name]
+    if cfg.causal and not cls.supports_causal:
+        return "no causal form"
+    if device.type == "cpu":
+        free = free_host_memory_bytes()
+        need = estimated_bytes(cfg, name, n, mode)
+        if free is not None and need > cfg.memory_fraction * free:
+            return f"needs ~{need / 2**30:.1f} GiB, over {cfg.memory_fraction:g} of free RAM"
+    return None
+
+
+def estimated_bytes(cfg: ScaleConfig, name: str, n: int, mode: str) -> float:
+    """The dominant allocation: N x N fp32 scores for dense mechanisms, else O(N d) buffers.
+
+    SDPA on CPU without a mask runs its flash kernel (O(N) memory); ``ra`` forms N x N matrices.
+    """
+    b, h, d = cfg.batch_size, cfg.heads, cfg.head_dim
+    dense = name == "ra" or (name == "softmax" and cfg.sdpa_backend == "math")
+    per_call = 4 * b * h * n * n * 3 if dense else 4 * b * h * n * d * 32
+    return per_call * (2 if mode == "fwdbwd" else 1)
+
+
+def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
+    """Time and (on CUDA) peak memory of one cell; OOM and other failures become statuses."""
+    start = time.perf_counter()
+    fn = None
+    try:
+        fn = make_layer_call(cfg, name, n, mode, device, dtype)
+        # the pinned backend is softmax's; other mechanisms' internal SDPA calls dispatch freely
+        with sdpa_backend(backend if name == "softmax" else "default"):
+            timing = time_call(
+                fn, device, warmup=cfg.warmup, min_time_s=cfg.min_time_s,
+                max_repeats=cfg.max_repeats,
+            )  # fmt: skip
+            peak = peak_memory_mib(fn, device)
+        return {
+            "ms_median": timing.ms_median, "ms_p20": timing.ms_p20, "ms_p80": timing.ms_p80,
+            "peak_mib": peak, "repeats": timing.repeats, "status": "ok",
+            "wall_s": round(time.perf_counter() - start, 2),
+        }  # fmt: skip
+    except torch.OutOfMemoryError:
+        return {"status": "oom", "reason": "out of memory"}
+    except (RuntimeError, ValueError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return {"status": "error", "reason": message[:300]}
+    finally:
+        del fn
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def make_layer_call(cfg, name, n, mode, device, dtype) -> Callable[[], None]:
+    """A closure running one forward (no_grad) or forward+backward of one attention layer."""
+    torch.manual_seed(cfg.seed)
+    attn = build_attention(
+        name, num_heads=cfg.heads, head_dim=cfg.head_dim, causal=cfg.causal,
+        **cfg.options.get(name, {}),
+    ).to(device)  # fmt: skip
+    shape = (cfg.batch_size, cfg.heads, n, cfg.head_dim)
+    grad_needed = mode == "fwdbwd"
+    q, k, v = (
+        torch.randn(shape, device=device, dtype=dtype, requires_grad=grad_needed) for _ in range(3)
+    )
+    autocast = dtype != torch.float32
+
+    def forward():
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            return attn(q, k, v)
+
+    if mode == "fwd":
+        attn.eval()
+
+        def call() -> None:
+            with torch.no_grad():
+                forward()
+
+        return call
+
+    attn.train()
+    grad_out = torch.randn(shape, device=device, dtype=dtype)
+
+    def call_with_backward() -> None:
+        forward().backward(grad_out)
+        for t in (q, k, v):
+            t.grad = None
+        attn.zero_grad(set_to_none=True)
+
+    return call_with_backward
+
+
+def sdpa_backend_name(requested: str, device: torch.device) -> str:
+    """``auto`` pins flash on CUDA and leaves CPU to its default (the flash CPU kernel)."""
+    if requested not in SDPA_BACKENDS:
+        raise one_of("SDPA backend", requested, SDPA_BACKENDS)
+    if requested == "auto":
+        return "flash" if device.type == "cuda" else "default"
+    return requested
+
+
+@contextlib.contextmanager
+def sdpa_backend(name: str) -> Iterator[None]:
+    if name == "default":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH,
+    }[name]  # fmt: skip
+    with sdpa_kernel(backend):  # no fallback: a kernel that cannot run is an error row
+        yield

@@ -1,0 +1,174 @@
+"""Run tracking: metrics.jsonl always, results.json at the end, W&B when enabled (rank 0 only).
+
+W&B is best effort: a missing key means offline mode, and any W&B failure is reported once and
+never stops a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from llnbench import files
+from llnbench.schema import WandbConfig
+
+console = Console(stderr=True)
+
+
+def wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC"))
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+    return rc.authenticators(host) is not None
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """The environment's WANDB_MODE wins over the config; online without a key becomes offline."""
+    mode = os.environ.get("WANDB_MODE", requested)
+    if mode in ("dryrun",):
+        mode = "offline"
+    if mode not in ("online", "offline", "disabled"):
+        mode = requested
+    if mode == "online" and not wandb_has_key():
+        console.print("[dim]W&B: no API key configured, logging offline (wandb sync later)[/dim]")
+        mode = "offline"
+    return mode
+
+
+def to_number(value: Any) -> Any:
+    """Detached tensors and numpy scalars become Python numbers; NaN/inf become None (valid JSON)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Tracker:
+    """One run's outputs: ``metrics.jsonl`` (appended), ``results.json``, optional W&B run."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        job: str,
+        name: str,
+        config: dict[str, Any],
+        wandb_cfg: WandbConfig,
+        enabled: bool = True,
+        resume: bool = False,
+    ):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._wandb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        mode = resolve_wandb_mode(wandb_cfg.mode)
+        if mode != "disabled":
+            self._wandb = _start_wandb(self.run_dir, job, name, config, wandb_cfg, mode, resume)
+
+    def log(self, metrics: dict[str, Any], *, step: int | None = None) -> None:
+        """Append one JSON line (flushed at once, so a killed run keeps every logged row)."""
+        if not self.enabled:
+            return
+        row = {"step": step} if step is not None else {}
+        row.update({k: to_number(v) for k, v in metrics.items()})
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            self._call_wandb(
+                lambda run: run.log(row, step=step) if step is not None else run.log(row)
+            )
+
+    def table(self, key: str, rows: list[dict[str, Any]]) -> None:
+        """A W&B table (scale rows, GLUE results); the same rows belong in the run's own files."""
+        if self._wandb is None or not rows:
+            return
+        import wandb
+
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        data = [[_plain(row.get(c)) for c in columns] for row in rows]
+        self._call_wandb(lambda run: run.log({key: wandb.Table(columns=columns, data=data)}))
+
+    def image(self, key: str, path: str | Path) -> None:
+        if self._wandb is None:
+            return
+        import wandb
+
+        self._call_wandb(lambda run: run.log({key: wandb.Image(str(path))}))
+
+    def finish(self, results: dict[str, Any] | None = None) -> None:
+        """Write results.json atomically and close the W&B run with the final numbers as summary."""
+        if not self.enabled:
+            return
+        if results is not None:
+            files.write_json(self.run_dir / "results.json", results)
+        if self._wandb is not None:
+            if results is not None:
+                flat = {k: to_number(v) for k, v in _flatten(results).items()}
+                self._call_wandb(lambda run: run.summary.update(flat))
+            self._call_wandb(lambda run: run.finish())
+            self._wandb = None
+
+    def _call_wandb(self, action) -> None:
+        try:
+            action(self._wandb)
+        except Exception as err:  # W&B must never stop a run
+            console.print(f"[yellow]W&B error, continuing without it: {err}[/yellow]")
+            self._wandb = None
+
+
+def _start_wandb(run_dir, job, name, config, cfg: WandbConfig, mode: str, resume: bool):
+    try:
+        import wandb
+
+        run_id_file = run_dir / "wandb_run_id"
+        run_id = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
+        run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            tags=list(cfg.tags) or None,
+            job_type=job,
+            name=name,
+            config=config,
+            dir=str(run_dir),
+            mode=mode,
+            id=run_id,
+            resume="allow" if run_id else None,
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        files.write_text(run_id_file, run.id)
+        return run
+    except Exception as err:  # no network, bad key, broken install: carry on without W&B
+        console.print(f"[yellow]W&B unavailable ({type(err).__name__}: {err}); continuing[/yellow]")
+        return None
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = value
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return to_number(value)

@@ -1,0 +1,96 @@
+"""`llnbench scale` end to end on CPU at tiny sizes, and its failure handling."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from llnbench.bench.scale_report import growth_per_doubling, summarise
+from llnbench.cli import app
+from llnbench.jobs import scale as scale_job
+
+FIELDS = {"attention", "seq_len", "mode", "causal", "ms_median", "ms_p20", "ms_p80", "peak_mib",
+          "status"}  # fmt: skip
+FAST = ["--device", "cpu", "--heads", "2", "warmup=1", "min_time_s=0", "max_repeats=3"]
+
+
+def run_scale(tmp_path, *args: str):
+    result = CliRunner().invoke(app, ["scale", "--out", str(tmp_path), *FAST, *args])
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "scale.json").read_text()), result.output
+
+
+def test_scale_writes_rows_files_and_table(tmp_path) -> None:
+    data, output = run_scale(
+        tmp_path, "--attention", "softmax,lln,lln_diag", "--min-len", "64", "--max-len", "128",
+        "wandb.mode=offline",
+    )  # fmt: skip
+    rows = data["rows"]
+    assert len(rows) == 3 * 2 * 2
+    assert all(FIELDS <= set(r) and r["status"] == "ok" for r in rows)
+    assert all(r["ms_p20"] <= r["ms_median"] <= r["ms_p80"] for r in rows)
+    assert all(r["peak_mib"] is None for r in rows)  # not measured on CPU, never estimated
+    assert {"torch", "device", "dtype", "llnbench_commit", "threads", "cpu"} <= set(data["machine"])
+    with (tmp_path / "scale.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows)
+    assert (tmp_path / "scale.png").stat().st_size > 10_000
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "results.json").exists()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
+    assert (tmp_path / "wandb").is_dir()
+    assert "× softmax" in output and str(tmp_path) in output
+
+
+def test_causal_skips_mechanisms_without_causal_form(tmp_path) -> None:
+    data, _ = run_scale(tmp_path, "--attention", "lln,lara", "--causal", "--min-len", "64",
+                        "--max-len", "64", "--mode", "fwd", "wandb.mode=disabled")  # fmt: skip
+    status = {r["attention"]: (r["status"], r["reason"]) for r in data["rows"]}
+    assert status == {"lln": ("ok", None), "lara": ("skipped", "no causal form")}
+
+
+def test_oom_is_a_row_and_skips_longer_lengths(tmp_path, monkeypatch) -> None:
+    real = scale_job.make_layer_call
+
+    def fake(cfg, name, n, mode, device, dtype):
+        if name == "softmax" and n >= 128:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(cfg, name, n, mode, device, dtype)
+
+    monkeypatch.setattr(scale_job, "make_layer_call", fake)
+    data, _ = run_scale(tmp_path, "--attention", "softmax,lln", "--min-len", "64", "--max-len",
+                        "256", "--mode", "fwd", "wandb.mode=disabled")  # fmt: skip
+    softmax = {r["seq_len"]: (r["status"], r["reason"]) for r in data["rows"]
+               if r["attention"] == "softmax"}  # fmt: skip
+    assert softmax == {64: ("ok", None), 128: ("oom", "out of memory"),
+                       256: ("skipped", "oom at N=128")}  # fmt: skip
+    assert all(r["status"] == "ok" for r in data["rows"] if r["attention"] == "lln")
+
+
+def test_errors_become_rows(tmp_path, monkeypatch) -> None:
+    def broken(*args):
+        raise RuntimeError("No available kernel. Aborting execution.\nmore detail")
+
+    monkeypatch.setattr(scale_job, "make_layer_call", broken)
+    data, _ = run_scale(tmp_path, "--attention", "lln", "--min-len", "64", "--max-len", "64",
+                        "--mode", "fwd", "wandb.mode=disabled")  # fmt: skip
+    assert data["rows"][0]["status"] == "error"
+    assert data["rows"][0]["reason"] == "No available kernel. Aborting execution."
+
+
+def test_summary_ratios_and_growth() -> None:
+    rows = [
+        {"attention": "softmax", "seq_len": n, "mode": "fwd", "status": "ok", "ms_median": n * n,
+         "peak_mib": n * n}
+        for n in (64, 128, 256)
+    ] + [
+        {"attention": "lln", "seq_len": n, "mode": "fwd", "status": "ok", "ms_median": 100 * n,
+         "peak_mib": 10 * n}
+        for n in (64, 128, 256)
+    ]  # fmt: skip
+    summary = summarise(rows)["lln/fwd"]
+    assert summary["speedup_vs_softmax"] == {64: 0.64, 128: 1.28, 256: 2.56}
+    assert summary["crossover_len"] == 128
+    assert abs(summary["time_growth_per_doubling"] - 2.0) < 1e-12
+    assert abs(growth_per_doubling([(64, 1.0), (128, 4.0)]) - 4.0) < 1e-12
