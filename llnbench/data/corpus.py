@@ -1,0 +1,545 @@
+"""Pretraining text: read documents (embedded SOTU / WikiText-103 / local files), split by
+document, tokenise once, pack RoBERTa-style into ``<s> … </s>`` blocks and cache the result.
+
+Validation is held out by document, never by line or block: neighbouring lines leak (spec §2.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import re
+import time
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from llnbench.data import SOTU_ASSET, asset_path, read_asset
+from llnbench.errors import ConfigError, DataError, one_of
+
+if TYPE_CHECKING:
+    from llnbench.data.tokenizer import RobertaTokenizer
+
+SOURCES = ("embedded", "wikitext103", "local")
+SAMPLE_BY = ("document", "paragraph")
+TEXT_SUFFIXES = (".txt",)
+JSON_SUFFIXES = (".json", ".jsonl")
+CACHE_VERSION = 1
+WIKITEXT = ("wikitext", "wikitext-103-raw-v1")
+OFFLINE_FLAGS = "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE"
+
+
+@dataclass
+class CorpusConfig:
+    """Where the pretraining text comes from and how validation is held out (``conf/data/``)."""
+
+    source: str = "embedded"  # embedded | wikitext103 | local
+    train_file: str | None = None  # local: a file, a folder of .txt files, or a glob
+    validation_file: str | None = None  # local: same forms; None = hold out by document
+    validation_years_from: int = 2010  # embedded: addresses from this year on are validation
+    validation_fraction: float = 0.05  # local without validation_file: documents held out
+    split_seed: int = 0  # local without validation_file: seed of the document split
+    sample_by: str = "document"  # local .txt: one file = one document, or blank-line paragraphs
+    text_column: str = "text"  # local .json/.jsonl
+    max_documents: int | None = None  # cap per split, in corpus order (quick runs)
+    tokenizer: str = "embedded"  # "embedded" or a hub id such as FacebookAI/roberta-base
+    cache_dir: str | None = None  # default $LLNBENCH_CACHE or ~/.cache/llnbench
+
+    def validate(self) -> None:
+        """Cross-field checks, each a one-line ConfigError naming the value."""
+        if self.source not in SOURCES:
+            raise one_of("data.source", self.source, SOURCES)
+        if self.sample_by not in SAMPLE_BY:
+            raise one_of("data.sample_by", self.sample_by, SAMPLE_BY)
+        if self.source == "local" and not self.train_file:
+            raise ConfigError(
+                "data=local needs data.train_file=PATH (a .txt/.json/.jsonl file, "
+                "a folder of .txt files, or a glob)"
+            )
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
+        if self.max_documents is not None and self.max_documents < 1:
+            raise ConfigError(f"data.max_documents must be ≥ 1 or null, got {self.max_documents}")
+
+
+@dataclass
+class PretrainingData:
+    """Packed blocks ready for the MLM loop, plus the numbers printed at the start of a run."""
+
+    train: torch.Tensor  # (n_blocks, block_size) int64
+    validation: torch.Tensor  # (m_blocks, block_size) int64
+    unigram_counts: torch.Tensor  # (vocab_size,) int64, training tokens, specials zeroed
+    block_size: int
+    documents_train: int
+    documents_validation: int
+    tokens_train: int  # content tokens (no <s>/</s>) before packing
+    tokens_validation: int
+    cache_path: Path | None = None
+    from_cache: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, int | str | bool]:
+        return {
+            "documents_train": self.documents_train,
+            "documents_validation": self.documents_validation,
+            "tokens_train": self.tokens_train,
+            "tokens_validation": self.tokens_validation,
+            "blocks_train": int(self.train.shape[0]),
+            "blocks_validation": int(self.validation.shape[0]),
+            "block_size": self.block_size,
+            "cache": str(self.cache_path) if self.cache_path else "",
+            "from_cache": self.from_cache,
+        }
+
+    def unigram_log_probs(self, smoothing: float = 1.0) -> torch.Tensor:
+        """log p(token) under the training frequencies (add-``smoothing``): the context-free
+        baseline whose cross entropy on masked targets a useful model must beat (spec §2.4)."""
+        counts = self.unigram_counts.double() + smoothing
+        return (counts / counts.sum()).log()
+
+
+@dataclass
+class Documents:
+    """Raw text of both splits, one string per document."""
+
+    train: list[str]
+    validation: list[str]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_embedded(cfg: CorpusConfig) -> Documents:
+    """The vendored State of the Union addresses, one document per address, split by year."""
+    rows = [json.loads(line) for line in read_asset(SOTU_ASSET).decode("utf-8").splitlines()]
+    train = [r["text"] for r in rows if r["year"] < cfg.validation_years_from]
+    validation = [r["text"] for r in rows if r["year"] >= cfg.validation_years_from]
+    years = f"{rows[0]['year']}–{rows[-1]['year']}"
+    if not validation or not train:
+        raise ConfigError(
+            f"data.validation_years_from={cfg.validation_years_from} leaves an empty split; the "
+            f"embedded addresses span {years}"
+        )
+    return Documents(train, validation)
+
+
+def is_article_title(line: str) -> bool:
+    """WikiText's top-level headings look like `` = Title = `` (sections are `` = = … = = ``)."""
+    s = line.strip()
+    return len(s) > 4 and s.startswith("= ") and s.endswith(" =") and not s.startswith("= =")
+
+
+def wikitext_articles(lines: Iterable[str]) -> Iterator[str]:
+    """Join WikiText's line rows into one document per article, dropping empty lines."""
+    current: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        if is_article_title(line) and current:
+            yield "".join(current)
+            current = []
+        current.append(line)
+    if current:
+        yield "".join(current)
+
+
+def _hub_error(name: str, exc: Exception) -> DataError:
+    return DataError(
+        f"cannot load dataset {name!r} from the hub ({type(exc).__name__}); offline "
+        f"({OFFLINE_FLAGS}=1) or without a network use data=embedded, or data=local "
+        "data.train_file=PATH"
+    )
+
+
+def read_wikitext(cfg: CorpusConfig) -> Documents:
+    """WikiText-103 (raw) from the hub, one document per article; the hub's validation split."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(*WIKITEXT)
+    except (ConnectionError, datasets.exceptions.DatasetNotFoundError) as exc:
+        raise _hub_error("/".join(WIKITEXT), exc) from exc
+
+    def articles(split: str) -> list[str]:
+        lines = (line for batch in ds[split].iter(batch_size=10_000) for line in batch["text"])
+        return list(wikitext_articles(lines))
+
+    return Documents(articles("train"), articles("validation"))
+
+
+def resolve_files(spec: str, what: str) -> list[Path]:
+    """A file, a folder (its .txt files, recursively) or a glob → sorted existing files."""
+    path = Path(spec).expanduser()
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(f"{what} {spec!r} matches no files")
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        if not files:
+            raise DataError(f"{what} folder {str(path)!r} holds no .txt files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"{what} {str(path)!r} does not exist")
+    kinds = {_file_kind(p, what) for p in files}
+    if len(kinds) > 1:
+        raise DataError(f"{what} {spec!r} mixes .txt and .json/.jsonl files; use one kind")
+    return files
+
+
+def _file_kind(path: Path, what: str) -> str:
+    if path.suffix in TEXT_SUFFIXES:
+        return "text"
+    if path.suffix in JSON_SUFFIXES:
+        return "json"
+    raise DataError(
+        f"{what} {str(path)!r} has an unsupported suffix; allowed: "
+        f"{', '.join(TEXT_SUFFIXES + JSON_SUFFIXES)}"
+    )
+
+
+def fingerprint_files(files: Sequence[Path]) -> list[dict]:
+    """Path, size and mtime of each file: cheap, and changes whenever a file is rewritten."""
+    out = []
+    for p in files:
+        st = p.stat()
+        out.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silence datasets' own progress bars while we show ours."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
+def read_local_documents(files: Sequence[Path], cfg: CorpusConfig, cache_dir: Path) -> list[str]:
+    """Documents from .txt files (datasets' ``text`` builder) or .json/.jsonl (``json``)."""
+    import datasets
+
+    kind = _file_kind(files[0], "data file")
+    kwargs: dict = {"sample_by": cfg.sample_by} if kind == "text" else {}
+    try:
+        with _quiet_datasets():
+            ds = datasets.load_dataset(
+                kind,
+                data_files=[str(p) for p in files],
+                split="train",
+                cache_dir=str(cache_dir / "datasets"),
+                **kwargs,
+            )
+    except datasets.exceptions.DatasetGenerationError as exc:
+        cause = exc.__cause__ or exc
+        raise DataError(f"cannot read {files[0]} as {kind}: {str(cause).splitlines()[0]}") from exc
+    column = "text" if kind == "text" else cfg.text_column
+    if column not in ds.column_names:
+        raise DataError(
+            f"{files[0]}: no column {column!r} (data.text_column); columns found: "
+            f"{', '.join(ds.column_names)}"
+        )
+    return [t for t in ds[column] if isinstance(t, str) and t.strip()]
+
+
+def split_by_document(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded document split: (train indices, validation indices), each in corpus order."""
+    n_val = max(1, round(n * fraction))
+    if n < 2 or n_val >= n:
+        raise DataError(
+            f"cannot hold out {fraction:.0%} of {n} document(s) for validation; give "
+            "data.validation_file, more documents, or data.sample_by=paragraph"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+def read_local(cfg: CorpusConfig, cache_dir: Path) -> Documents:
+    """Local files; without a validation file, ``validation_fraction`` of documents is held out."""
+    assert cfg.train_file is not None
+    train_files = resolve_files(cfg.train_file, "data.train_file")
+    docs = read_local_documents(train_files, cfg, cache_dir)
+    if not docs:
+        raise DataError(f"data.train_file {cfg.train_file!r} holds no text (empty corpus)")
+    if cfg.validation_file:
+        val_files = resolve_files(cfg.validation_file, "data.validation_file")
+        validation = read_local_documents(val_files, cfg, cache_dir)
+        if not validation:
+            raise DataError(f"data.validation_file {cfg.validation_file!r} holds no text")
+        return Documents(docs, validation)
+    train_idx, val_idx = split_by_document(len(docs), cfg.validation_fraction, cfg.split_seed)
+    return Documents([docs[i] for i in train_idx], [docs[i] for i in val_idx])
+
+
+def describe_inputs(cfg: CorpusConfig) -> tuple[list, dict]:
+    """What identifies the corpus without reading it (so a cache hit needs no hub or parsing)."""
+    if cfg.source == "embedded":
+        digest = hashlib.sha256(asset_path(SOTU_ASSET).read_bytes()).hexdigest()
+        return [{"embedded": SOTU_ASSET, "sha256": digest}], {
+            "validation_years_from": cfg.validation_years_from
+        }
+    if cfg.source == "wikitext103":
+        return [{"hub": "/".join(WIKITEXT)}], {"hub_split": "validation"}
+    assert cfg.train_file is not None
+    inputs = [{"train": fingerprint_files(resolve_files(cfg.train_file, "data.train_file"))}]
+    rule: dict = {"sample_by": cfg.sample_by, "text_column": cfg.text_column}
+    if cfg.validation_file:
+        val = resolve_files(cfg.validation_file, "data.validation_file")
+        inputs.append({"validation": fingerprint_files(val)})
+        rule["validation_file"] = True
+    else:
+        rule.update(fraction=cfg.validation_fraction, seed=cfg.split_seed)
+    return inputs, rule
+
+
+def read_documents(cfg: CorpusConfig, cache_dir: Path) -> Documents:
+    """Both splits of the configured source, capped at ``max_documents`` each."""
+    if cfg.source == "embedded":
+        docs = read_embedded(cfg)
+    elif cfg.source == "wikitext103":
+        docs = read_wikitext(cfg)
+    else:
+        docs = read_local(cfg, cache_dir)
+    if cfg.max_documents is not None:
+        docs.train = docs.train[: cfg.max_documents]
+        docs.validation = docs.validation[: cfg.max_documents]
+    if not docs.train:
+        raise DataError(f"the {cfg.source} corpus has no training documents (all empty?)")
+    if not docs.validation:
+        raise DataError(f"the {cfg.source} corpus has no validation documents (all empty?)")
+    return docs
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenising and packing
+
+_BATCH_CHARS = 1_000_000  # documents per tokenizer call, by size: SOTU ~20, WikiText ~200
+
+
+def _batches(texts: Sequence[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= _BATCH_CHARS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def tokenize_documents(
+    texts: Sequence[str], tokenizer: RobertaTokenizer, label: str = ""
+) -> list[np.ndarray]:
+    """Ids of each document (no specials), batched through the fast tokenizer, with a rich
+    progress bar on a terminal (quiet otherwise)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    out: list[np.ndarray] = []
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"tokenising {label}", total=len(texts))
+        for batch in _batches(texts):
+            for ids in tokenizer.encode_batch(batch, add_special_tokens=False):
+                out.append(np.asarray(ids, dtype=np.int32))
+            progress.advance(task, len(batch))
+    return out
+
+
+def pack_blocks(
+    docs: Sequence[np.ndarray], bos_id: int, eos_id: int, block_size: int
+) -> np.ndarray:
+    """RoBERTa packing: documents each followed by ``</s>``, concatenated, cut into pieces of
+    ``block_size - 2``, each wrapped as ``<s> piece </s>``; the last partial piece is dropped."""
+    body = block_size - 2
+    total = sum(len(d) + 1 for d in docs)
+    stream = np.empty(total, dtype=np.int32)
+    pos = 0
+    for d in docs:
+        stream[pos : pos + len(d)] = d
+        stream[pos + len(d)] = eos_id
+        pos += len(d) + 1
+    n = total // body
+    blocks = np.empty((n, block_size), dtype=np.int32)
+    blocks[:, 0] = bos_id
+    blocks[:, -1] = eos_id
+    blocks[:, 1:-1] = stream[: n * body].reshape(n, body)
+    return blocks
+
+
+def _blocks_or_error(
+    docs: Sequence[np.ndarray],
+    tokenizer: RobertaTokenizer,
+    block_size: int,
+    split: str,
+    source: str,
+) -> np.ndarray:
+    blocks = pack_blocks(docs, tokenizer.bos_id, tokenizer.eos_id, block_size)
+    if blocks.shape[0] == 0:
+        tokens = sum(len(d) + 1 for d in docs)
+        raise DataError(
+            f"the {source} {split} split has {tokens} tokens, too few for one block of "
+            f"{block_size} (needs {block_size - 2}); add text or lower the block size"
+        )
+    return blocks
+
+
+# ------------------------------------------------------------------------------------------------
+# Cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LLNBENCH_CACHE") or Path.home() / ".cache" / "llnbench")
+
+
+def cache_key(cfg: CorpusConfig, tokenizer: RobertaTokenizer, block_size: int) -> tuple[str, dict]:
+    """sha256 of (format version, source, input fingerprints, tokenizer name + fingerprint,
+    block size, split rule, document cap): any change gives a new entry."""
+    inputs, rule = describe_inputs(cfg)
+    desc = {
+        "version": CACHE_VERSION,
+        "source": cfg.source,
+        "inputs": inputs,
+        "tokenizer": {"name": tokenizer.name, "sha256": tokenizer.fingerprint},
+        "block_size": block_size,
+        "split": rule,
+        "max_documents": cfg.max_documents,
+    }
+    blob = json.dumps(desc, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest(), desc
+
+
+def cache_path(
+    cfg: CorpusConfig, tokenizer: RobertaTokenizer, block_size: int
+) -> tuple[Path, dict]:
+    key, desc = cache_key(cfg, tokenizer, block_size)
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    tok = re.sub(r"[^A-Za-z0-9_.-]+", "_", tokenizer.name)
+    return root / "corpus" / f"{cfg.source}-{tok}-b{block_size}-{key[:16]}.npz", desc
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Atomic: write a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The cached arrays, or None when absent or unreadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    return arrays, meta
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _storage_dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+def build_blocks(
+    cfg: CorpusConfig, tokenizer: RobertaTokenizer, block_size: int, cache_dir: Path
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Read, tokenise and pack both splits: (arrays, summary numbers)."""
+    docs = read_documents(cfg, cache_dir)
+    train_ids = tokenize_documents(docs.train, tokenizer, f"{cfg.source} train")
+    val_ids = tokenize_documents(docs.validation, tokenizer, f"{cfg.source} validation")
+    train = _blocks_or_error(train_ids, tokenizer, block_size, "training", cfg.source)
+    validation = _blocks_or_error(val_ids, tokenizer, block_size, "validation", cfg.source)
+    counts = np.bincount(train.ravel(), minlength=len(tokenizer)).astype(np.int64)
+    counts[list(tokenizer.special_ids)] = 0
+    dtype = _storage_dtype(len(tokenizer))
+    arrays = {
+        "train": train.astype(dtype),
+        "validation": validation.astype(dtype),
+        "unigram_counts": counts,
+    }
+    numbers = {
+        "documents_train": len(train_ids),
+        "documents_validation": len(val_ids),
+        "tokens_train": int(sum(len(d) for d in train_ids)),
+        "tokens_validation": int(sum(len(d) for d in val_ids)),
+    }
+    return arrays, numbers
+
+
+def load_pretraining_blocks(
+    cfg: CorpusConfig, tokenizer: RobertaTokenizer | None = None, block_size: int = 128
+) -> PretrainingData:
+    """Packed training/validation blocks for ``cfg``; tokenises on the first call only.
+
+    ``tokenizer`` defaults to ``load_tokenizer(cfg.tokenizer)``.
+    The result is cached under ``cfg.cache_dir`` (default ``$LLNBENCH_CACHE`` or
+    ``~/.cache/llnbench``) keyed by corpus, tokenizer, block size and split rule (``cache_key``).
+    """
+    cfg.validate()
+    if tokenizer is None:
+        from llnbench.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    if block_size < 3:
+        raise ConfigError(f"block size must be ≥ 3 (<s> + tokens + </s>), got {block_size}")
+    start = time.perf_counter()
+    path, desc = cache_path(cfg, tokenizer, block_size)
+    cached = _load(path)
+    from_cache = cached is not None
+    if cached is None:
+        arrays, numbers = build_blocks(cfg, tokenizer, block_size, path.parent.parent)
+        _save(path, arrays, {"key": desc, "numbers": numbers, "config": asdict(cfg)})
+    else:
+        arrays, meta = cached
+        numbers = meta["numbers"]
+    return PretrainingData(
+        train=torch.from_numpy(arrays["train"].astype(np.int64)),
+        validation=torch.from_numpy(arrays["validation"].astype(np.int64)),
+        unigram_counts=torch.from_numpy(arrays["unigram_counts"].astype(np.int64)),
+        block_size=block_size,
+        cache_path=path,
+        from_cache=from_cache,
+        seconds=time.perf_counter() - start,
+        **numbers,
+    )
