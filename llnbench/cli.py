@@ -34,6 +34,8 @@ app = typer.Typer(
 # job -> (module, config dataclass). Modules are imported only when their command runs.
 JOBS: dict[str, tuple[str, str]] = {
     "scale": ("llnbench.jobs.scale", "ScaleConfig"),
+    "analyze": ("llnbench.jobs.analyze", "AnalyzeConfig"),
+    "pretrain": ("llnbench.jobs.pretrain", "PretrainConfig"),
 }
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 

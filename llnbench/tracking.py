@@ -33,12 +33,12 @@ def wandb_has_key() -> bool:
 
 
 def resolve_wandb_mode(requested: str) -> str:
-    """The environment's WANDB_MODE wins over the config; online without a key becomes offline."""
-    mode = os.environ.get("WANDB_MODE", requested)
-    if mode in ("dryrun",):
-        mode = "offline"
-    if mode not in ("online", "offline", "disabled"):
-        mode = requested
+    """``disabled`` from the config or from WANDB_MODE wins; otherwise WANDB_MODE overrides the
+    config; online without a configured key becomes offline."""
+    env = {"dryrun": "offline"}.get(os.environ.get("WANDB_MODE", ""), os.environ.get("WANDB_MODE"))
+    if "disabled" in (requested, env):
+        return "disabled"
+    mode = env if env in ("online", "offline") else requested
     if mode == "online" and not wandb_has_key():
         console.print("[dim]W&B: no API key configured, logging offline (wandb sync later)[/dim]")
         mode = "offline"
@@ -52,6 +52,19 @@ def to_number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows past ``step`` (a killed run logged them after its last checkpoint; the resumed
+    run logs them again, identically). Atomic rewrite."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    files.write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 class Tracker:

@@ -19,3 +19,38 @@ def right_padding_mask(lengths: list[int], n: int) -> torch.Tensor:
 def with_junk_padding(x: torch.Tensor, mask: torch.Tensor, value: float = 1e4) -> torch.Tensor:
     """x with every padded position (mask False) overwritten by a large junk value."""
     return x.masked_fill(~mask[:, None, :, None], value)
+
+
+WORDS = (
+    "the cat sat on a mat while the dog ran to the park and a bird sang in the tree "
+    "people read books about history science and music every day in the quiet library"
+).split()
+
+
+def write_corpus(folder, documents: int = 24, sentences: int = 30, seed: int = 0):
+    """A small local corpus of .txt files (one document each) with learnable word order."""
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(documents):
+        lines = []
+        for _ in range(sentences):
+            start = rng.randrange(len(WORDS) - 8)
+            lines.append(" ".join(WORDS[start : start + rng.randint(5, 8)]).capitalize() + ".")
+        (folder / f"doc{i:03d}.txt").write_text(" ".join(lines) + "\n")
+    return folder
+
+
+def tiny_pretrain_args(tmp_path, run_dir, *extra: str) -> list[str]:
+    """Overrides for a seconds-long pretraining run on a local corpus."""
+    train = write_corpus(tmp_path / "train", documents=20)
+    valid = write_corpus(tmp_path / "valid", documents=4, seed=1)
+    return [
+        "data=local", f"data.train_file={train}", f"data.validation_file={valid}",
+        f"data.cache_dir={tmp_path / 'cache'}", "model.layers=1", "model.hidden=64",
+        "model.heads=1", "model.ffn=128", "model.max_len=32", "trainer.batch_size=4",
+        "trainer.max_steps=6", "trainer.log_every=2", "trainer.eval_every=3",
+        "trainer.checkpoint_every=3", "eval_blocks=8", "wandb.mode=disabled",
+        f"run_dir={run_dir}", *extra,
+    ]  # fmt: skip

@@ -1,0 +1,224 @@
+"""``llnbench pretrain``: RoBERTa masked-language-model pretraining with any registered attention.
+
+    llnbench pretrain attention=lln                      # offline: tiny model, embedded corpus
+    llnbench pretrain +experiment=wikitext103_base       # the paper's recipe on a GPU
+    torchrun --standalone --nproc-per-node 4 -m llnbench pretrain ...
+
+Validation reports loss, perplexity and masked-token accuracy next to the unigram baseline: the
+cross-entropy of the same masked targets under the training set's token frequencies, i.e. the
+loss of a model that ignores context. A model below it has learned from context.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
+from llnbench.data.masking import MLMMasker
+from llnbench.data.tokenizer import load_tokenizer
+from llnbench.errors import ConfigError
+from llnbench.model.roberta import (
+    IGNORE_INDEX,
+    ModelConfig,
+    RobertaForMaskedLM,
+    count_parameters,
+    human_count,
+    shape_signature,
+)
+from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.schema import AttentionConfig, WandbConfig
+from llnbench.tracking import Tracker
+from llnbench.train import distributed
+from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig, resolve_precision
+
+console = Console()
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    run_dir: str | None = None
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: CorpusConfig = field(default_factory=CorpusConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlm_probability: float = 0.15
+    block_size: int | None = None  # tokens per block incl. <s> and </s>; default model.max_len
+    eval_blocks: int | None = 512  # validation blocks per evaluation (null = all)
+
+    def validate(self) -> None:
+        block = self.block_size or self.model.max_len
+        if block > self.model.max_len:
+            raise ConfigError(
+                f"block_size={block} exceeds model.max_len={self.model.max_len} (the learned "
+                "position table); raise model.max_len or lower block_size"
+            )
+        if block < 8:
+            raise ConfigError(f"block_size must be at least 8, got {block}")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+
+    @property
+    def blocks(self) -> int:
+        return self.block_size or self.model.max_len
+
+
+def run(cfg: PretrainConfig) -> Path:
+    dist, device = distributed.setup(cfg.trainer.device)
+    try:
+        return _run(cfg, dist, device)
+    finally:
+        distributed.teardown(dist)
+
+
+def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
+    torch.manual_seed(cfg.seed)
+    label = f"{cfg.attention.name}-{cfg.model.name}"
+    run_dir = Path(distributed.broadcast(
+        str(new_run_dir("pretrain", label, cfg.run_dir)) if dist.is_main else None, dist
+    ))  # fmt: skip
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} entries"
+        )
+    if dist.is_main:  # rank 0 tokenises and fills the cache; the others then read it
+        data = load_pretraining_blocks(cfg.data, tokenizer, cfg.blocks)
+    distributed.barrier(dist)
+    if not dist.is_main:
+        data = load_pretraining_blocks(cfg.data, tokenizer, cfg.blocks)
+
+    model = RobertaForMaskedLM(cfg.model, cfg.attention, tokenizer.pad_id)
+    masker = MLMMasker(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
+    validation = masked_validation(data, tokenizer, cfg)
+    unigram = unigram_loss(data, validation)
+    batch = cfg.trainer.batch_size
+    sampler = EpochSampler(len(data.train), batch, seed=cfg.seed, dist=dist)
+
+    def make_batch(indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        input_ids, labels = masker(data.train[indices])
+        return {"input_ids": input_ids.to(device), "labels": labels.to(device)}
+
+    def loss(model: torch.nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return model(b["input_ids"], b["labels"])[0], b["input_ids"].numel()
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        return evaluate_mlm(model, validation, batch, device) | {"unigram_loss": unigram}
+
+    task = Task(make_batch, loss, evaluate, extras={"masker": masker})
+    trainer = Trainer(
+        model, cfg.trainer, task, sampler, device=device, dist=dist, run_dir=run_dir,
+        signature=signature(cfg, tokenizer.name), config=as_plain(cfg),
+    )  # fmt: skip
+    trainer.restore()  # before anything is written: a bad checkpoint leaves the run intact
+    tracker = Tracker(
+        run_dir, job="pretrain", name=label, config=as_plain(cfg), wandb_cfg=cfg.wandb,
+        enabled=dist.is_main, resume=True,
+    )  # fmt: skip
+    if dist.is_main:
+        save_config(run_dir, cfg)
+        describe_run(cfg, data, model, device, dist, unigram, run_dir)
+    start = time.perf_counter()
+    final = trainer.fit(tracker, describe=f"pretrain {label}")
+    seconds = time.perf_counter() - start
+    if not dist.is_main:
+        return run_dir
+    results = {
+        "attention": cfg.attention.to_dict(),
+        "model": cfg.model.name,
+        "steps": trainer.step,
+        "tokens": trainer.step * batch * cfg.trainer.grad_accum * dist.world * cfg.blocks,
+        "train_seconds_this_session": round(seconds, 1),
+        "final": final,
+        "device": str(device),
+        "precision": str(resolve_precision(cfg.trainer.precision, device)).removeprefix("torch."),
+        "global_batch": batch * cfg.trainer.grad_accum * dist.world,
+        "data": data.summary(),
+    }
+    tracker.finish(results)
+    console.print(final_table(label, results))
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    return run_dir
+
+
+def signature(cfg: PretrainConfig, tokenizer_name: str) -> dict[str, Any]:
+    return {**shape_signature(cfg.model, cfg.attention), "tokenizer": tokenizer_name}
+
+
+def masked_validation(data: PretrainingData, tokenizer, cfg: PretrainConfig):
+    """The validation blocks masked once, with a fixed generator: every evaluation (and every
+    mechanism with the same seed) scores the same masked positions."""
+    blocks = data.validation if cfg.eval_blocks is None else data.validation[: cfg.eval_blocks]
+    if len(blocks) == 0:
+        raise ConfigError("the validation split has no complete block; lower block_size")
+    masker = MLMMasker(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed + 1)
+    return masker(blocks)
+
+
+def unigram_loss(data: PretrainingData, validation: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Cross-entropy of the masked validation targets under training unigram frequencies."""
+    _, labels = validation
+    targets = labels[labels != IGNORE_INDEX]
+    log_probs = data.unigram_log_probs()
+    return float(-log_probs[targets].mean())
+
+
+@torch.no_grad()
+def evaluate_mlm(
+    model: torch.nn.Module,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    inputs, labels = validation
+    total_loss, total_correct, total = 0.0, 0, 0
+    for start in range(0, len(inputs), batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        y = labels[start : start + batch_size].to(device)
+        _, logits, targets = model(x, y)
+        total_loss += float(
+            torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        )
+        total_correct += int((logits.argmax(-1) == targets).sum())
+        total += targets.numel()
+    loss = total_loss / total
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": total_correct / total}
+
+
+def describe_run(cfg, data, model, device, dist, unigram: float, run_dir: Path) -> None:
+    global_batch = cfg.trainer.batch_size * cfg.trainer.grad_accum * dist.world
+    console.print(
+        f"[bold]llnbench pretrain[/bold] attention={cfg.attention.name} model={cfg.model.name} "
+        f"({human_count(count_parameters(model))} parameters) on {device}, "
+        f"precision {cfg.trainer.precision}\n"
+        f"data {cfg.data.source}: {len(data.train):,} train / {len(data.validation):,} validation "
+        f"blocks of {cfg.blocks} tokens; global batch {global_batch} = {cfg.trainer.batch_size} "
+        f"x {cfg.trainer.grad_accum} accumulation x {dist.world} devices; "
+        f"{cfg.trainer.max_steps:,} steps\n"
+        f"unigram baseline (validation masked tokens): {unigram:.3f} nats\n"
+        f"run directory: {run_dir}"
+    )
+
+
+def final_table(label: str, results: dict[str, Any]) -> Table:
+    final = results["final"]
+    table = Table(title=f"pretrain {label}")
+    for column in ("steps", "tokens", "time (s)", "val loss", "val ppl", "masked acc",
+                   "unigram loss"):  # fmt: skip
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{results['steps']:,}", f"{results['tokens']:,}",
+        f"{results['train_seconds_this_session']:.0f}", f"{final['loss']:.3f}",
+        f"{final['ppl']:.1f}", f"{final['accuracy']:.3f}", f"{final['unigram_loss']:.3f}",
+    )  # fmt: skip
+    return table

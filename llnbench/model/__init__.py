@@ -1,0 +1,1 @@
+"""Models: a compact RoBERTa encoder with MLM and sequence-classification heads."""
