@@ -40,7 +40,7 @@ def test_scale_writes_rows_files_and_table(tmp_path) -> None:
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "results.json").exists()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
     assert (tmp_path / "wandb").is_dir()
-    assert "× softmax" in output and str(tmp_path) in output
+    assert "softmax (SDPA) time or memory" in output and str(tmp_path) in output
 
 
 def test_causal_skips_mechanisms_without_causal_form(tmp_path) -> None:
@@ -51,14 +51,14 @@ def test_causal_skips_mechanisms_without_causal_form(tmp_path) -> None:
 
 
 def test_oom_is_a_row_and_skips_longer_lengths(tmp_path, monkeypatch) -> None:
-    real = scale_job.make_layer_call
+    real = scale_job.make_call
 
     def fake(cfg, name, n, mode, device, dtype):
         if name == "softmax" and n >= 128:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(cfg, name, n, mode, device, dtype)
 
-    monkeypatch.setattr(scale_job, "make_layer_call", fake)
+    monkeypatch.setattr(scale_job, "make_call", fake)
     data, _ = run_scale(tmp_path, "--attention", "softmax,lln", "--min-len", "64", "--max-len",
                         "256", "--mode", "fwd", "wandb.mode=disabled")  # fmt: skip
     softmax = {r["seq_len"]: (r["status"], r["reason"]) for r in data["rows"]
@@ -72,7 +72,7 @@ def test_errors_become_rows(tmp_path, monkeypatch) -> None:
     def broken(*args):
         raise RuntimeError("No available kernel. Aborting execution.\nmore detail")
 
-    monkeypatch.setattr(scale_job, "make_layer_call", broken)
+    monkeypatch.setattr(scale_job, "make_call", broken)
     data, _ = run_scale(tmp_path, "--attention", "lln", "--min-len", "64", "--max-len", "64",
                         "--mode", "fwd", "wandb.mode=disabled")  # fmt: skip
     assert data["rows"][0]["status"] == "error"
@@ -94,3 +94,14 @@ def test_summary_ratios_and_growth() -> None:
     assert summary["crossover_len"] == 128
     assert abs(summary["time_growth_per_doubling"] - 2.0) < 1e-12
     assert abs(growth_per_doubling([(64, 1.0), (128, 4.0)]) - 4.0) < 1e-12
+
+
+def test_model_scope_times_a_training_step(tmp_path) -> None:
+    data, _ = run_scale(
+        tmp_path, "--scope", "model", "--attention", "softmax,lln_diag", "--min-len", "32",
+        "--max-len", "64", "model.layers=1", "model.hidden=64", "model.heads=1", "model.ffn=128",
+        "wandb.mode=disabled",
+    )  # fmt: skip
+    assert len(data["rows"]) == 2 * 2 * 2
+    assert all(r["status"] == "ok" and r["scope"] == "model" for r in data["rows"])
+    assert {r["head_dim"] for r in data["rows"]} == {64}

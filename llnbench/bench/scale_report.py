@@ -80,19 +80,19 @@ def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
         f"torch {machine.get('torch')}"
     )
     table = Table(title=title, caption="× = softmax (SDPA) time or memory ÷ this mechanism's")
-    for column in ("attention", "N", "mode", "ms (p20–p80)", "× softmax", "peak MiB",
-                   "mem ×", "status"):  # fmt: skip
-        table.add_column(column, justify="right" if column not in ("attention", "mode") else "left")
+    for column in ("attention", "N", "mode", "ms", "p20–p80", "× softmax", "MiB", "mem ×",
+                   "status"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("attention", "mode") else "right")
     for row in sorted(rows, key=lambda r: (r["mode"], r["seq_len"], r["attention"])):
         ref = base.get((row["seq_len"], row["mode"]))
-        ms = (
-            f"{row['ms_median']:.2f} ({row['ms_p20']:.2f}–{row['ms_p80']:.2f})" if _ok(row) else "—"
-        )
+        ok = _ok(row)
         status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
         table.add_row(
-            row["attention"], str(row["seq_len"]), row["mode"], ms,
+            row["attention"], str(row["seq_len"]), row["mode"],
+            f"{row['ms_median']:.4g}" if ok else "—",
+            f"{row['ms_p20']:.3g}–{row['ms_p80']:.3g}" if ok else "—",
             _fmt(speedup(row, ref), ".2f"),
-            _fmt(row.get("peak_mib"), ".1f") if row.get("peak_mib") is not None else "n/m",
+            _fmt(row.get("peak_mib"), ".0f") if row.get("peak_mib") is not None else "n/m",
             _fmt(memory_ratio(row, ref), ".2f"), status,
         )  # fmt: skip
     return table

@@ -78,8 +78,9 @@ def _time_once(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - start_s) * 1000
 
 
-def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | None:
-    """CUDA: peak allocated during one call minus what was allocated before it (inputs excluded).
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> tuple[float, float] | None:
+    """CUDA: (peak allocated during one call minus what was allocated before it, i.e. the call's
+    working memory with inputs/parameters excluded; and the absolute peak).
 
     CPU: None. PyTorch has no peak counter for host memory, and an estimate is not a measurement.
     """
@@ -92,7 +93,8 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | N
     baseline = torch.cuda.memory_allocated(device)
     fn()
     torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
+    peak = torch.cuda.max_memory_allocated(device)
+    return (peak - baseline) / 2**20, peak / 2**20
 
 
 def free_host_memory_bytes() -> int | None:

@@ -10,10 +10,10 @@ softmax at the same length, metrics.jsonl, and a W&B table when W&B is enabled.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,19 +23,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from llnbench import files
-from llnbench.attention import ATTENTIONS, attention_options, build_attention
+from llnbench.attention import ATTENTIONS, attention_options
+from llnbench.bench.cells import layer_call, model_call, sdpa_backend, sdpa_backend_name
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
 from llnbench.bench.timing import free_host_memory_bytes, peak_memory_mib, time_call
 from llnbench.devices import dtype_name, resolve_device, resolve_dtype
 from llnbench.errors import ConfigError, one_of
+from llnbench.model.roberta import ModelConfig
 from llnbench.runs import as_plain, new_run_dir, save_config
-from llnbench.schema import WandbConfig
+from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 
 console = Console()
 DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "lara"]
-SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class ScaleConfig:
     memory_fraction: float = 0.5  # CPU: skip cells whose estimate exceeds this share of free RAM
     seed: int = 0
     run_dir: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)  # --scope model: the preset timed
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def validate(self) -> None:
@@ -102,8 +104,6 @@ class ScaleConfig:
 def run(cfg: ScaleConfig) -> Path:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    if cfg.scope == "model":
-        raise ConfigError("--scope model needs `llnbench pretrain`'s model, not built yet")
     run_dir = new_run_dir("scale", "-".join(cfg.attentions), cfg.run_dir)
     save_config(run_dir, cfg)
     backend = sdpa_backend_name(cfg.sdpa_backend, device)
@@ -170,12 +170,15 @@ def sweep(cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker) -> li
 
 
 def base_row(cfg: ScaleConfig, name: str, n: int, mode: str, dtype: torch.dtype) -> dict[str, Any]:
+    model = cfg.scope == "model"
     return {
         "attention": name, "seq_len": n, "mode": mode, "causal": cfg.causal,
         "ms_median": None, "ms_p20": None, "ms_p80": None, "peak_mib": None,
-        "status": "ok", "reason": None, "batch": cfg.batch_size, "heads": cfg.heads,
-        "head_dim": cfg.head_dim, "dtype": dtype_name(dtype), "scope": cfg.scope,
-        "options": cfg.options.get(name, {}),
+        "status": "ok", "reason": None, "batch": cfg.batch_size,
+        "heads": cfg.model.heads if model else cfg.heads,
+        "head_dim": cfg.model.head_dim if model else cfg.head_dim,
+        "dtype": dtype_name(dtype), "scope": cfg.scope,
+        "model": cfg.model.name if model else None, "options": cfg.options.get(name, {}),
     }  # fmt: skip
 
 
@@ -197,10 +200,13 @@ def estimated_bytes(cfg: ScaleConfig, name: str, n: int, mode: str) -> float:
 
     SDPA on CPU without a mask runs its flash kernel (O(N) memory); ``ra`` forms N x N matrices.
     """
-    b, h, d = cfg.batch_size, cfg.heads, cfg.head_dim
+    b, h, d, layers = cfg.batch_size, cfg.heads, cfg.head_dim, 1
+    if cfg.scope == "model":  # every layer, plus weights, gradients and Adam moments
+        h, d, layers = cfg.model.heads, cfg.model.head_dim, cfg.model.layers
     dense = name == "ra" or (name == "softmax" and cfg.sdpa_backend == "math")
-    per_call = 4 * b * h * n * n * 3 if dense else 4 * b * h * n * d * 32
-    return per_call * (2 if mode == "fwdbwd" else 1)
+    per_layer = 4 * b * h * n * n * 3 if dense else 4 * b * h * n * d * 32
+    weights = 16 * 12 * cfg.model.layers * cfg.model.hidden**2 if cfg.scope == "model" else 0
+    return per_layer * layers * (2 if mode == "fwdbwd" else 1) + weights
 
 
 def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
@@ -208,17 +214,18 @@ def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
     start = time.perf_counter()
     fn = None
     try:
-        fn = make_layer_call(cfg, name, n, mode, device, dtype)
+        fn = make_call(cfg, name, n, mode, device, dtype)
         # the pinned backend is softmax's; other mechanisms' internal SDPA calls dispatch freely
         with sdpa_backend(backend if name == "softmax" else "default"):
             timing = time_call(
                 fn, device, warmup=cfg.warmup, min_time_s=cfg.min_time_s,
                 max_repeats=cfg.max_repeats,
             )  # fmt: skip
-            peak = peak_memory_mib(fn, device)
+            memory = peak_memory_mib(fn, device)
         return {
             "ms_median": timing.ms_median, "ms_p20": timing.ms_p20, "ms_p80": timing.ms_p80,
-            "peak_mib": peak, "repeats": timing.repeats, "status": "ok",
+            "peak_mib": memory and memory[0], "total_mib": memory and memory[1],
+            "repeats": timing.repeats, "status": "ok",
             "wall_s": round(time.perf_counter() - start, 2),
         }  # fmt: skip
     except torch.OutOfMemoryError:
@@ -233,64 +240,17 @@ def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
             torch.cuda.empty_cache()
 
 
-def make_layer_call(cfg, name, n, mode, device, dtype) -> Callable[[], None]:
-    """A closure running one forward (no_grad) or forward+backward of one attention layer."""
+def make_call(cfg: ScaleConfig, name, n, mode, device, dtype) -> Callable[[], None]:
+    """The closure one cell times: an attention layer, or a whole-model training step."""
     torch.manual_seed(cfg.seed)
-    attn = build_attention(
-        name, num_heads=cfg.heads, head_dim=cfg.head_dim, causal=cfg.causal,
-        **cfg.options.get(name, {}),
-    ).to(device)  # fmt: skip
-    shape = (cfg.batch_size, cfg.heads, n, cfg.head_dim)
-    grad_needed = mode == "fwdbwd"
-    q, k, v = (
-        torch.randn(shape, device=device, dtype=dtype, requires_grad=grad_needed) for _ in range(3)
-    )
-    autocast = dtype != torch.float32
-
-    def forward():
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            return attn(q, k, v)
-
-    if mode == "fwd":
-        attn.eval()
-
-        def call() -> None:
-            with torch.no_grad():
-                forward()
-
-        return call
-
-    attn.train()
-    grad_out = torch.randn(shape, device=device, dtype=dtype)
-
-    def call_with_backward() -> None:
-        forward().backward(grad_out)
-        for t in (q, k, v):
-            t.grad = None
-        attn.zero_grad(set_to_none=True)
-
-    return call_with_backward
-
-
-def sdpa_backend_name(requested: str, device: torch.device) -> str:
-    """``auto`` pins flash on CUDA and leaves CPU to its default (the flash CPU kernel)."""
-    if requested not in SDPA_BACKENDS:
-        raise one_of("SDPA backend", requested, SDPA_BACKENDS)
-    if requested == "auto":
-        return "flash" if device.type == "cuda" else "default"
-    return requested
-
-
-@contextlib.contextmanager
-def sdpa_backend(name: str) -> Iterator[None]:
-    if name == "default":
-        yield
-        return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    backend = {
-        "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-        "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH,
-    }[name]  # fmt: skip
-    with sdpa_kernel(backend):  # no fallback: a kernel that cannot run is an error row
-        yield
+    options = cfg.options.get(name, {})
+    if cfg.scope == "model":
+        model_cfg = dataclasses.replace(cfg.model, causal=cfg.causal)
+        attention = AttentionConfig(name, options)
+        return model_call(
+            model_cfg, attention, batch=cfg.batch_size, n=n, mode=mode, device=device, dtype=dtype
+        )
+    return layer_call(
+        name, options, batch=cfg.batch_size, heads=cfg.heads, head_dim=cfg.head_dim, n=n,
+        causal=cfg.causal, mode=mode, device=device, dtype=dtype,
+    )  # fmt: skip

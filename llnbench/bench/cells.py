@@ -1,0 +1,115 @@
+"""What one benchmark cell runs: a closure timed and measured by ``bench.timing``.
+
+Layer scope: one attention core on (B, H, N, d) Gaussian inputs. Model scope: one training step of
+the whole RoBERTa (forward, MLM loss, backward, AdamW step), batch 1 as the LLN paper's Table 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from llnbench.attention import build_attention
+from llnbench.errors import one_of
+from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
+from llnbench.schema import AttentionConfig
+
+SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+BENCH_PAD_ID = 1  # any id works: benchmark inputs contain no padding
+
+
+def layer_call(
+    name: str, options: dict[str, Any], *, batch: int, heads: int, head_dim: int, n: int,
+    causal: bool, mode: str, device: torch.device, dtype: torch.dtype,
+) -> Callable[[], None]:  # fmt: skip
+    """One forward (no_grad, eval) or forward + backward (train) of one attention core."""
+    attn = build_attention(name, num_heads=heads, head_dim=head_dim, causal=causal, **options)
+    attn = attn.to(device)
+    shape = (batch, heads, n, head_dim)
+    grad = mode == "fwdbwd"
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in "qkv")
+
+    def forward() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return attn(q, k, v)
+
+    if mode == "fwd":
+        attn.eval()
+        return _no_grad(forward)
+    attn.train()
+    grad_out = torch.randn(shape, device=device, dtype=dtype)
+
+    def forward_backward() -> None:
+        forward().backward(grad_out)
+        q.grad = k.grad = v.grad = None
+        attn.zero_grad(set_to_none=True)
+
+    return forward_backward
+
+
+def model_call(
+    model_cfg: ModelConfig, attention: AttentionConfig, *, batch: int, n: int, mode: str,
+    device: torch.device, dtype: torch.dtype,
+) -> Callable[[], None]:  # fmt: skip
+    """One training step of RobertaForMaskedLM (fwdbwd) or one forward with loss (fwd)."""
+    from llnbench.train.loop import TrainerConfig, build_optimizer
+
+    cfg = dataclasses.replace(model_cfg, max_len=max(model_cfg.max_len, n))
+    model = RobertaForMaskedLM(cfg, attention, BENCH_PAD_ID).to(device)
+    ids = torch.randint(5, 50257, (batch, n), device=device)
+    labels = torch.where(torch.rand(batch, n, device=device) < 0.15, ids, IGNORE_INDEX)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def forward() -> torch.Tensor:
+        with autocast:
+            return model(ids, labels)[0]
+
+    if mode == "fwd":
+        model.eval()
+        return _no_grad(forward)
+    model.train()
+    optimizer = build_optimizer(model, TrainerConfig())
+
+    def train_step() -> None:
+        forward().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train_step
+
+
+def _no_grad(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    def call() -> None:
+        with torch.no_grad():
+            fn()
+
+    return call
+
+
+def sdpa_backend_name(requested: str, device: torch.device) -> str:
+    """``auto`` pins flash on CUDA and leaves CPU to its default (the flash CPU kernel)."""
+    if requested not in SDPA_BACKENDS:
+        raise one_of("SDPA backend", requested, SDPA_BACKENDS)
+    if requested == "auto":
+        return "flash" if device.type == "cuda" else "default"
+    return requested
+
+
+@contextlib.contextmanager
+def sdpa_backend(name: str) -> Iterator[None]:
+    """Pin SDPA to one backend, with no fallback: a kernel that cannot run is an error row."""
+    if name == "default":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH,
+    }[name]  # fmt: skip
+    with sdpa_kernel(backend):
+        yield
