@@ -10,8 +10,10 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= dev
 PY     := $(VENV)/bin/python
 OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
+# the demo needs no network: the embedded corpus and tokenizer ship with the package
+OFFLINE_DEMO := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 
-.PHONY: install test lint format demo bench assets clean
+.PHONY: install test lint format demo bench bench-hf assets clean
 
 install: $(VENV)/.installed
 
@@ -34,10 +36,14 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 demo: install
-	$(VENV)/bin/llnbench scale --max-len 4096
+	$(OFFLINE_DEMO) $(VENV)/bin/llnbench pretrain attention=lln
 
 bench: install
 	$(VENV)/bin/llnbench scale --attention all --max-len 8192 --mode fwdbwd
+
+bench-hf: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m llnbench.bench.hf_compare
 
 assets: install
 	$(PY) -m llnbench.data.build_assets
