@@ -134,6 +134,16 @@ def upcast(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t.to(dtype) for t in tensors)
 
 
+def upcast_and_zero_padding(key_mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Upcast (dtype policy), and zero padded rows so their junk (even inf/NaN) reaches no
+    product or gradient. masked_fill, not multiplication: 0 * inf would be NaN."""
+    tensors = upcast(*tensors)
+    if key_mask is None:
+        return tensors
+    pad = ~key_mask[:, None, :, None]
+    return tuple(t.masked_fill(pad, 0.0) for t in tensors)
+
+
 def masked_std(x: Tensor, key_mask: Tensor | None, dims: tuple[int, ...]) -> Tensor:
     """Unbiased standard deviation of the real entries of x (B, H, N, d) over ``dims``, keepdim.
 

@@ -110,7 +110,9 @@ def _causal_chunked(
     if key_shift is None:
         intra = scores.masked_fill(future, 0.0) @ vv
         per_chunk = k.transpose(-1, -2) @ vv  # (b, h, c, F, D)
-        states = per_chunk.cumsum(2) - per_chunk  # exclusive prefix: keys of earlier chunks
+        # exclusive prefix (keys of earlier chunks), shifted rather than cumsum - own: the
+        # subtraction would let a huge later key perturb earlier outputs through rounding
+        states = torch.nn.functional.pad(per_chunk.cumsum(2)[:, :, :-1], (0, 0, 0, 0, 1, 0))
         out = q @ states + intra
         return out.reshape(b, h, n + pad, d)[:, :, :n]
 
