@@ -82,6 +82,7 @@ class Tracker:
         resume: bool = False,
     ):
         self.run_dir = Path(run_dir)
+        self.job = job
         self.enabled = enabled
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._wandb = None
@@ -126,8 +127,8 @@ class Tracker:
         """Write results.json atomically and close the W&B run with the final numbers as summary."""
         if not self.enabled:
             return
-        if results is not None:
-            files.write_json(self.run_dir / "results.json", results)
+        if results is not None:  # "job" lets `llnbench report` sort run directories
+            files.write_json(self.run_dir / "results.json", {"job": self.job, **results})
         if self._wandb is not None:
             if results is not None:
                 flat = {k: to_number(v) for k, v in _flatten(results).items()}
