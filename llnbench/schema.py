@@ -25,6 +25,9 @@ class AttentionConfig:
 
         if isinstance(data, str):
             data = {"name": data}
+        if isinstance(data, dict) and isinstance(data.get("options"), dict):
+            # the dataclass's own plain form (as saved in checkpoints): {name, options: {...}}
+            data = {"name": data.get("name"), **data["options"]}
         if not isinstance(data, dict) or "name" not in data:
             raise ConfigError(f"{path} needs a 'name' (a registered attention), got {data!r}")
         options = {k: v for k, v in data.items() if k != "name"}

@@ -9,8 +9,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from llnbench.analysis import synthetic as synthetic_mode
 from llnbench.cli import app
-from llnbench.jobs import analyze as analyze_job
 
 TINY = ["seq_len=64", "s2=[0.5,2.0]", "draws=1", "wandb.mode=disabled"]
 PNGS = ("entropy_vs_s2.png", "gap_vs_s2.png", "logvar_vs_s2.png")
@@ -55,14 +55,14 @@ def test_synthetic_writes_rows_files_plots_and_tables(tmp_path) -> None:
 
 def test_missing_mechanism_is_skipped_not_fatal(tmp_path, monkeypatch) -> None:
     """A registered mechanism whose module cannot be imported yet (written in parallel) is skipped."""
-    real = analyze_job.build_attention
+    real = synthetic_mode.build_attention
 
     def build(name, **kwargs):
         if name == "linear_elu":
             raise ModuleNotFoundError("No module named 'llnbench.attention.linear_elu'")
         return real(name, **kwargs)
 
-    monkeypatch.setattr(analyze_job, "build_attention", build)
+    monkeypatch.setattr(synthetic_mode, "build_attention", build)
     data, output = run_analyze(tmp_path, "attentions=[softmax,linear_elu]")
     assert {r["mechanism"] for r in data["rows"]} == {"softmax"}
     assert "No module named" in data["skipped"]["linear_elu"]
@@ -77,10 +77,22 @@ def test_missing_mechanism_is_skipped_not_fatal(tmp_path, monkeypatch) -> None:
         (["seq_len=1"], "seq_len must be in 2..1024"),
         (["draws=0"], "draws must be positive"),
         (["+options.lln.bogus=1"], "unknown option options.lln.bogus"),
-        (["mode=checkpoint"], "needs a pretraining run (arrives with llnbench pretrain)"),
+        (["mode=checkpoint"], "analyze mode=checkpoint needs checkpoint=RUN_DIR"),
+        (["checkpoint=runs/x"], "checkpoint is only read in checkpoint mode; add mode=checkpoint"),
+        (["mode=checkpoint", "checkpoint=x", "max_len=1024"], "max_len must be in 2..512"),
         (["mode=sideways"], "bad value 'sideways' for mode; allowed: synthetic, checkpoint"),
     ],
-    ids=["attention", "s2", "seq_len", "draws", "option", "checkpoint", "mode"],
+    ids=[
+        "attention",
+        "s2",
+        "seq_len",
+        "draws",
+        "option",
+        "checkpoint",
+        "synthetic-checkpoint",
+        "max_len",
+        "mode",
+    ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["analyze", f"run_dir={tmp_path / 'run'}", *args])

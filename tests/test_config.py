@@ -89,3 +89,9 @@ def test_hydra_errors_become_one_line(overrides: list[str], message: str) -> Non
     with pytest.raises(ConfigError, match=message) as info:
         compose("scale", overrides)
     assert "\n" not in str(info.value)
+
+
+def test_attention_config_reads_its_own_saved_form() -> None:
+    """Checkpoints store AttentionConfig as {name, options}; loading must accept that form."""
+    saved = {"name": "lln", "options": {"eps": 1e-5}}
+    assert AttentionConfig.from_config(saved) == AttentionConfig("lln", {"eps": 1e-5})

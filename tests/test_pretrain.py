@@ -157,3 +157,17 @@ def test_two_gloo_processes_under_torchrun(tmp_path) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert results["global_batch"] == 8 and results["tokens"] == 4 * 8 * 32
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_pretrained_run_loads_for_fine_tuning(tmp_path) -> None:
+    from llnbench.model.pretrained import load_pretrained
+
+    run_dir = tmp_path / "run"
+    args = tiny_pretrain_args(tmp_path, run_dir, "attention=lln_diag", "attention.diag_block=16")
+    assert pretrain(*args).exit_code == 0
+    pre = load_pretrained(run_dir)
+    assert pre.attention.name == "lln_diag" and pre.attention.options["diag_block"] == 16
+    assert pre.model.hidden == 64 and pre.step == 6
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert torch.equal(pre.encoder_state["embeddings.words.weight"],
+                       state["encoder.embeddings.words.weight"])  # fmt: skip

@@ -1,5 +1,18 @@
-"""Analysis of trained and synthetic attention: concentration instruments (measurements.md §3)."""
+"""Analysis of trained and synthetic attention: concentration instruments (measurements.md §3).
 
+``concentration``: the instruments of one attention matrix / module on (q, k); ``capture``: q, k
+of every layer of a model through hooks, measured per layer; ``probe``: instruments during
+pretraining (``analysis_every``); ``synthetic`` / ``checkpoint_mode``: the two modes of
+``llnbench analyze`` (figures in ``plots`` / ``checkpoint_plots``).
+"""
+
+from llnbench.analysis.capture import (
+    LayerInputs,
+    attention_cores,
+    capture_qk,
+    layer_instruments,
+    measure_layers,
+)
 from llnbench.analysis.concentration import (
     LLN_BRANCH,
     Measurement,
@@ -21,7 +34,10 @@ from llnbench.analysis.concentration import (
 
 __all__ = [
     "LLN_BRANCH",
+    "LayerInputs",
     "Measurement",
+    "attention_cores",
+    "capture_qk",
     "causal_entropy_norm",
     "entropy_theory",
     "entry_var_theory",
@@ -29,11 +45,13 @@ __all__ = [
     "gap_theory",
     "input_stats",
     "instruments",
+    "layer_instruments",
     "log_entry_moments",
     "log_mean_theory",
     "log_var_theory",
     "matrix_instruments",
     "measure",
+    "measure_layers",
     "row_entropy",
     "spectral_gap",
 ]

@@ -1,64 +1,38 @@
 """``llnbench analyze``: attention-concentration instruments (measurements.md §3.3).
 
-Synthetic mode (the default, no checkpoint needed): for each mechanism, Gaussian q ~ N(0, σ² I) and
-k ~ N(0, I) of shape (1, H, N, d) in float64 at a sweep of σ² (the softmax logit variance), a few
-draws each. Every mechanism sees the same draws, so differences between curves are not sampling
-noise. Per (mechanism, σ²): row entropy, spectral gap, log-entry mean and variance, entry variance,
-σ_q, σ_k, τ and LLN's α, β, σ̃, with the softmax theory of §3.1 beside them and the §3.2 reference
-table recomputed. Outputs: results.json, metrics.jsonl (one row per mechanism × σ²), analyze.csv,
-entropy_vs_s2.png, gap_vs_s2.png, logvar_vs_s2.png, rich tables, W&B when enabled.
+Two modes, one config:
 
-Checkpoint mode (instruments of a trained model's layers on real text) arrives with
-``llnbench pretrain``; its config fields exist already and ``run`` says so when asked for it.
+- ``mode=synthetic`` (default, no checkpoint needed): Gaussian q, k at a sweep of logit variances σ²
+  through each chosen mechanism (``llnbench.analysis.synthetic``).
+- ``mode=checkpoint checkpoint=RUN_DIR`` (or a list of run dirs, e.g. a softmax and an LLN run on
+  the same data): the instruments of every layer and head of pretrained models on held-out text,
+  q and k captured by hooks in eval mode (``llnbench.analysis.checkpoint_mode``).
+
+This module holds the config, its validation and the dispatch; the work lives in
+``llnbench/analysis/``.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
-from llnbench import files
-from llnbench.analysis.concentration import (
-    LLN_BRANCH,
-    REFERENCE_ENTROPY,
-    REFERENCE_GAP,
-    REFERENCE_SEQ_LEN,
-    entropy_theory,
-    entry_var_theory,
-    gap_theory,
-    log_mean_theory,
-    log_var_theory,
-    measure,
+from llnbench.analysis.synthetic import (
+    DEFAULT_ATTENTIONS,
+    DEFAULT_S2,
+    EXP_ALIAS,
+    MAX_SEQ_LEN,
+    known_options,
+    registry_name,
 )
-from llnbench.attention import ATTENTIONS, attention_options, build_attention
-from llnbench.attention.base import Attention
-from llnbench.devices import resolve_device
+from llnbench.attention import ATTENTIONS
 from llnbench.errors import ConfigError, one_of
-from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import WandbConfig
-from llnbench.tracking import Tracker
 
-console = Console()
-
-# ``exp`` is not a registered mechanism: it is lln without moment matching (α = β = d^-1/4), the
-# untuned exponential feature map the LLN paper starts from; it cannot concentrate at any scale.
-EXP_ALIAS = "exp"
-EXP_LABEL = "exp (d^-1/4)"
-DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "linear_elu", EXP_ALIAS]
-DEFAULT_S2 = [0.25, 0.5, 1.0, 2.0, 3.0, 4.0]
-MAX_SEQ_LEN = 1024  # dense N × N float64 matrices and their eigenvalues
-BRANCH_LABEL = "lln_diag: LLN branch alone"
-# Numbers of one (mechanism, σ²) that get a mean and a spread over draws in every row.
-ROW_INSTRUMENTS = ("entropy", "gap", "log_mean", "log_var", "entry_var")
+# checkpoint mode: dense N × N matrices of real text, at most 512 tokens (measurements.md §3)
+MAX_CHECKPOINT_LEN = 512
 
 
 @dataclass
@@ -75,11 +49,12 @@ class AnalyzeConfig:
     seed: int = 0
     run_dir: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    # checkpoint mode (arrives with `llnbench pretrain`)
-    checkpoint: str | None = None  # a pretraining run directory
-    text_file: str | None = None  # held-out text; default: the run's validation split
+    # checkpoint mode
+    checkpoint: str | list[str] | None = None  # pretraining run dir(s): "a,b" or [a, b]
+    text_file: str | None = None  # held-out text; default: the (first) run's validation blocks
     num_sequences: int = 8
-    max_len: int = 512
+    max_len: int | None = None  # tokens per sequence; default min(512, block size, model.max_len)
+    gap: bool = True  # spectral gap (eigenvalues: the one costly instrument)
 
     def validate(self) -> None:
         if not self.attentions:
@@ -93,7 +68,7 @@ class AnalyzeConfig:
         for name, opts in self.options.items():
             if name not in allowed:
                 raise one_of("attention in options", name, allowed)
-            known = _known_options(registry_name(name))
+            known = known_options(registry_name(name))
             for key in opts:
                 if known is not None and key not in known:
                     raise ConfigError(
@@ -105,510 +80,43 @@ class AnalyzeConfig:
             raise ConfigError(
                 f"seq_len must be in 2..{MAX_SEQ_LEN} (dense N x N matrices), got {self.seq_len}"
             )
-        for name in ("head_dim", "heads", "draws", "num_sequences", "max_len"):
+        for name in ("head_dim", "heads", "draws", "num_sequences"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        self._validate_checkpoint_mode()
 
+    def _validate_checkpoint_mode(self) -> None:
+        if self.max_len is not None and not 2 <= self.max_len <= MAX_CHECKPOINT_LEN:
+            raise ConfigError(
+                f"max_len must be in 2..{MAX_CHECKPOINT_LEN} (dense N x N matrices of real "
+                f"text), got {self.max_len}"
+            )
+        if self.mode == "checkpoint" and not self.checkpoints:
+            raise ConfigError(
+                "analyze mode=checkpoint needs checkpoint=RUN_DIR (a pretraining run directory, "
+                "or a list: checkpoint=[RUN_A,RUN_B])"
+            )
+        if self.mode == "synthetic" and (self.checkpoints or self.text_file):
+            given = "checkpoint" if self.checkpoints else "text_file"
+            raise ConfigError(
+                f"{given} is only read in checkpoint mode; add mode=checkpoint (synthetic mode "
+                "draws Gaussian q, k)"
+            )
 
-def registry_name(name: str) -> str:
-    return "lln" if name == EXP_ALIAS else name
-
-
-def label_of(name: str) -> str:
-    return EXP_LABEL if name == EXP_ALIAS else name
-
-
-def mechanism_options(cfg: AnalyzeConfig, name: str) -> dict[str, Any]:
-    base = {"moment_matching": False} if name == EXP_ALIAS else {}
-    return {**base, **cfg.options.get(name, {})}
-
-
-def _known_options(name: str) -> list[str] | None:
-    """A mechanism's options, or None when its module cannot be imported (reported at run time)."""
-    try:
-        return list(attention_options(name))
-    except ImportError:
-        return None
+    @property
+    def checkpoints(self) -> list[str]:
+        """``checkpoint`` as a list of run directories (a comma list or a YAML list)."""
+        if self.checkpoint is None:
+            return []
+        items = self.checkpoint if isinstance(self.checkpoint, list) else [self.checkpoint]
+        return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
 def run(cfg: AnalyzeConfig) -> Path:
     if cfg.mode == "checkpoint":
+        from llnbench.analysis.checkpoint_mode import run_checkpoint
+
         return run_checkpoint(cfg)
+    from llnbench.analysis.synthetic import run_synthetic
+
     return run_synthetic(cfg)
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoint mode
-
-
-def run_checkpoint(cfg: AnalyzeConfig) -> Path:
-    """Instruments per layer and head of a pretrained model on held-out text (not built yet).
-
-    Plan: load ``checkpoint``, capture q, k per layer with forward hooks on ``num_sequences``
-    sequences of ≤ ``max_len`` tokens in eval mode, call ``concentration.measure`` per layer with
-    the layer's attention module and the padding mask; heat maps (layer × head) of entropy and gap.
-    """
-    raise ConfigError(
-        "analyze mode=checkpoint needs a pretraining run (arrives with llnbench pretrain)"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# synthetic mode
-
-
-def run_synthetic(cfg: AnalyzeConfig) -> Path:
-    device = resolve_device(cfg.device)
-    modules, skipped = build_mechanisms(cfg)
-    run_dir = new_run_dir("analyze", "synthetic", cfg.run_dir)
-    save_config(run_dir, cfg)
-    tracker = Tracker(
-        run_dir, job="analyze", name=f"analyze-synthetic-N{cfg.seq_len}",
-        config=as_plain(cfg), wandb_cfg=cfg.wandb,
-    )  # fmt: skip
-    console.print(
-        f"[bold]llnbench analyze[/bold] synthetic: q ~ N(0, σ² I), k ~ N(0, I), float64 on "
-        f"{device}, N={cfg.seq_len} d={cfg.head_dim} H={cfg.heads}, {cfg.draws} draw(s) per σ², "
-        f"σ² in {', '.join(f'{s:g}' for s in cfg.s2)}"
-    )
-    for name, reason in skipped.items():
-        console.print(f"[yellow]skipping {name}: {reason}[/yellow]")
-
-    rows = sweep(cfg, modules, device, tracker)
-    theory = theory_rows(cfg.seq_len, cfg.s2)
-    reference = reference_table(rows, cfg.s2)
-    files.write_csv(run_dir / "analyze.csv", [_flat_row(r) for r in rows])
-    plots = write_plots(rows, theory, cfg, run_dir)
-    console.print(rows_table(rows, theory, cfg))
-    console.print(reference_rich_table(reference, cfg.seq_len))
-    tracker.table("analyze", [_flat_row(r) for r in rows])
-    for path in plots:
-        tracker.image(path.stem, path)
-    tracker.finish(
-        {
-            "mode": "synthetic",
-            "setup": setup_info(cfg, device),
-            "mechanisms": {
-                label_of(n): {"attention": registry_name(n), "options": mechanism_options(cfg, n)}
-                for n in modules
-            },
-            "skipped": skipped,
-            "labels": LABELS,
-            "rows": rows,
-            "theory": theory,
-            "reference_table": reference,
-        }
-    )
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
-    return run_dir
-
-
-LABELS = {
-    "entropy": "mean row entropy −(1/n) Σ_ij P ln P (nats); uniform = ln N",
-    "gap": "spectral gap 1 − |λ₂| of P",
-    "log_mean": "mean of ln P_ij over entries > 0",
-    "log_var": "variance of ln P_ij over entries > 0",
-    "entry_var": "Var(P)·N²",
-    "sigma_q": "std of q entries",
-    "sigma_k": "std of k entries",
-    "tau": "softmax temperature 1/(σ_q σ_k)",
-    "s2_measured": "σ_q² σ_k² of the drawn inputs",
-    "alpha, beta, sigma_tilde": "LLN temperatures from last_stats (α σ_q = β σ_k = σ̃)",
-    "lln_diag": "unprefixed instruments: the mixture 0.5·P_LLN + 0.5·P_block-softmax; "
-    f"{LLN_BRANCH}*: the LLN branch alone",
-    EXP_LABEL: "lln with moment_matching=false (α = β = d^-1/4)",
-    "*_sd": "standard deviation over draws",
-}
-
-
-def build_mechanisms(cfg: AnalyzeConfig) -> tuple[dict[str, Attention], dict[str, str]]:
-    """Build every requested mechanism; one whose module cannot be imported is skipped, not fatal.
-
-    Mechanisms are developed in parallel, so a registered name may not be importable yet.
-    """
-    modules: dict[str, Attention] = {}
-    skipped: dict[str, str] = {}
-    for name in cfg.attentions:
-        try:
-            modules[name] = build_attention(
-                registry_name(name), num_heads=cfg.heads, head_dim=cfg.head_dim,
-                **mechanism_options(cfg, name),
-            )  # fmt: skip
-        except ImportError as err:
-            skipped[name] = f"cannot be imported ({type(err).__name__}: {err})"
-    if not modules:
-        raise ConfigError(
-            "none of the requested mechanisms can be imported: "
-            + "; ".join(f"{n} {r}" for n, r in skipped.items())
-        )
-    return modules, skipped
-
-
-def draw_inputs(cfg: AnalyzeConfig) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
-    """(σ² index, draw) -> (q, k), drawn once on the CPU so every mechanism sees the same inputs."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    shape = (1, cfg.heads, cfg.seq_len, cfg.head_dim)
-    out = {}
-    for i, s2 in enumerate(cfg.s2):
-        for r in range(cfg.draws):
-            q = math.sqrt(s2) * torch.randn(shape, generator=gen, dtype=torch.float64)
-            k = torch.randn(shape, generator=gen, dtype=torch.float64)
-            out[(i, r)] = (q, k)
-    return out
-
-
-def sweep(
-    cfg: AnalyzeConfig, modules: dict[str, Attention], device: torch.device, tracker: Tracker
-) -> list[dict[str, Any]]:
-    """One row per (mechanism, σ²): instruments averaged over draws, with their spread."""
-    inputs = draw_inputs(cfg)
-    rows = []
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("elapsed"), TimeRemainingColumn(elapsed_when_finished=True),
-        console=console, transient=False,
-    )  # fmt: skip
-    with progress:
-        task = progress.add_task("analyze", total=len(modules) * len(cfg.s2) * cfg.draws)
-        for name, module in modules.items():
-            module.to(device)
-            for i, s2 in enumerate(cfg.s2):
-                per_draw: list[dict[str, float]] = []
-                for r in range(cfg.draws):
-                    progress.update(task, description=f"{label_of(name):<13} σ²={s2:<5g} #{r}")
-                    q, k = (t.to(device) for t in inputs[(i, r)])
-                    per_draw.append(measure(module, q, k).means())
-                    progress.advance(task)
-                row = summarise_draws(cfg, name, s2, per_draw)
-                rows.append(row)
-                tracker.log(_flat_row(row))
-    return rows
-
-
-def summarise_draws(
-    cfg: AnalyzeConfig, name: str, s2: float, per_draw: list[dict[str, float]]
-) -> dict[str, Any]:
-    """Mean over draws of every instrument, standard deviation of the main ones."""
-    row: dict[str, Any] = {
-        "mechanism": label_of(name), "attention": registry_name(name), "s2": s2,
-        "seq_len": cfg.seq_len, "head_dim": cfg.head_dim, "heads": cfg.heads,
-        "draws": len(per_draw),
-    }  # fmt: skip
-    keys = list(dict.fromkeys(k for d in per_draw for k in d))
-    for key in keys:
-        values = [d[key] for d in per_draw if key in d and math.isfinite(d[key])]
-        column = "s2_measured" if key == "s2" else key
-        row[column] = statistics.fmean(values) if values else None
-        base = key.removeprefix(LLN_BRANCH)
-        if base in ROW_INSTRUMENTS:
-            row[f"{column}_sd"] = statistics.pstdev(values) if len(values) > 1 else 0.0
-    row["per_draw"] = {
-        key: [d.get(key) for d in per_draw]
-        for key in keys
-        if key.removeprefix(LLN_BRANCH) in ROW_INSTRUMENTS
-    }
-    return row
-
-
-def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row without its per-draw lists (metrics.jsonl, CSV, W&B)."""
-    return {k: v for k, v in row.items() if k != "per_draw"}
-
-
-def theory_rows(n: int, s2_values: list[float]) -> list[dict[str, float]]:
-    """Softmax on Gaussian inputs, measurements.md §3.1, at this run's N."""
-    return [
-        {
-            "s2": s2,
-            "entropy": entropy_theory(n, s2),
-            "gap": gap_theory(n, s2),
-            "log_mean": log_mean_theory(n, s2),
-            "log_var": log_var_theory(s2),
-            "entry_var": entry_var_theory(s2),
-        }
-        for s2 in s2_values
-    ]
-
-
-def reference_table(rows: list[dict[str, Any]], s2_values: list[float]) -> list[dict[str, Any]]:
-    """measurements.md §3.2 recomputed: entropy and gap per σ² and mechanism, spec values beside."""
-    out = []
-    for s2 in s2_values:
-        here = [r for r in rows if r["s2"] == s2]
-        out.append(
-            {
-                "s2": s2,
-                "entropy": {r["mechanism"]: r["entropy"] for r in here},
-                "gap": {r["mechanism"]: r["gap"] for r in here},
-                "spec_entropy": REFERENCE_ENTROPY.get(s2, {}),
-                "spec_gap": REFERENCE_GAP.get(s2, {}),
-            }
-        )
-    return out
-
-
-def setup_info(cfg: AnalyzeConfig, device: torch.device) -> dict[str, Any]:
-    return {
-        "seq_len": cfg.seq_len, "head_dim": cfg.head_dim, "heads": cfg.heads,
-        "draws": cfg.draws, "s2": cfg.s2, "q": "N(0, s2 I)", "k": "N(0, I)",
-        "dtype": "float64", "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "seed": cfg.seed, "ln_N": math.log(cfg.seq_len),
-    }  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# tables
-
-
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def _with_sd(row: dict[str, Any], key: str) -> str:
-    """``3.899±.011``: compact enough for an 80-column terminal."""
-    value, sd = row.get(key), row.get(f"{key}_sd")
-    if value is None:
-        return "—"
-    return f"{value:.3f}" + (f"±{sd:.3f}".replace("0.", ".", 1) if sd else "")
-
-
-def rows_table(rows: list[dict[str, Any]], theory: list[dict[str, float]], cfg) -> Table:
-    """Every (mechanism, σ²) row, the softmax theory row first in each σ² group."""
-    table = Table(
-        title=f"concentration, synthetic: N={cfg.seq_len}, d={cfg.head_dim}, "
-        f"ln N = {math.log(cfg.seq_len):.3f}",
-        caption=f"H row entropy (nats), γ = 1 − |λ₂|, ± sd over {cfg.draws} draw(s); ln P over "
-        "entries > 0; α, β: LLN temperatures; lln_diag: the mixture, └ its LLN branch alone. "
-        "τ, σ_q, σ_k, mean ln P: analyze.csv",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        show_edge=False,
-    )
-    for column in ("mechanism", "σ²", "H", "γ", "Var\nln P", "Var(P)\n·N²", "α", "β"):
-        left = column == "mechanism"
-        table.add_column(column, justify="left" if left else "right", no_wrap=left)
-    for s2, th in zip(cfg.s2, theory):
-        table.add_row(
-            "[dim]softmax theory[/dim]", f"{s2:g}",
-            *(f"[dim]{th[k]:.3f}[/dim]" for k in ("entropy", "gap", "log_var", "entry_var")),
-            "", "",
-        )  # fmt: skip
-        for row in (r for r in rows if r["s2"] == s2):
-            table.add_row(
-                row["mechanism"], f"{s2:g}", _with_sd(row, "entropy"), _with_sd(row, "gap"),
-                _fmt(row.get("log_var")), _fmt(row.get("entry_var")), _fmt(row.get("alpha")),
-                _fmt(row.get("beta")),
-            )  # fmt: skip
-            if f"{LLN_BRANCH}entropy" in row:
-                p = LLN_BRANCH
-                table.add_row(
-                    "└ LLN branch", f"{s2:g}", _with_sd(row, f"{p}entropy"),
-                    _with_sd(row, f"{p}gap"), _fmt(row.get(f"{p}log_var")),
-                    _fmt(row.get(f"{p}entry_var")), "", "",
-                )  # fmt: skip
-        table.add_section()
-    return table
-
-
-def reference_rich_table(reference: list[dict[str, Any]], n: int) -> Table:
-    """The §3.2 table recomputed, one row per (instrument, mechanism), one column per σ².
-
-    Below each value, in brackets, the spec's measurement where it has one (only at N=512).
-    """
-    names = list(dict.fromkeys(m for r in reference for m in r["entropy"]))
-    show_spec = n == REFERENCE_SEQ_LEN
-    caption = (
-        f"in brackets: measurements.md §3.2 (N={REFERENCE_SEQ_LEN})"
-        if show_spec
-        else f"measurements.md §3.2 is for N={REFERENCE_SEQ_LEN}; this run has N={n}"
-    )
-    table = Table(
-        title="reference table, recomputed", caption=caption, box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        show_edge=False,
-    )  # fmt: skip
-    table.add_column("")
-    for entry in reference:
-        table.add_column(f"σ²={entry['s2']:g}", justify="right")
-    for key, spec_key, symbol, spec in (
-        ("entropy", "spec_entropy", "H", ".2f"),
-        ("gap", "spec_gap", "γ", ".3f"),
-    ):
-        for name in names:
-            cells = []
-            for entry in reference:
-                cell = _fmt(entry[key].get(name), spec)
-                ref = entry[spec_key].get(name) if show_spec else None
-                cells.append(cell + (f"\n[dim]\\[{ref:{spec}}][/dim]" if ref is not None else ""))
-            table.add_row(f"{symbol} {name}", *cells)
-        table.add_section()
-    return table
-
-
-# ---------------------------------------------------------------------------------------------
-# plots
-
-
-@dataclass(frozen=True)
-class PlotSpec:
-    key: str  # instrument column
-    filename: str
-    title: str
-    ylabel: str
-    theory_label: str
-    reference: float | None = None  # the no-concentration value (ln N, γ = 1), drawn and named
-    reference_label: str = ""
-    flat_tol: float = 0.02  # a curve this close to ``reference`` at every σ² is called flat
-    note: str = ""  # one line under the axes for what a reader would otherwise stumble on
-
-
-def plot_specs(n: int) -> list[PlotSpec]:
-    ln_n = math.log(n)
-    return [
-        PlotSpec(
-            "entropy", "entropy_vs_s2.png", "Row entropy vs logit variance σ²",
-            "mean row entropy H (nats)", "softmax theory ln N − σ²/2 (drifts above for σ² ≥ 3)",
-            ln_n, f"ln N = {ln_n:.3f} (uniform attention)", 0.05,
-        ),
-        PlotSpec(
-            "gap", "gap_vs_s2.png", "Spectral gap vs logit variance σ²",
-            "spectral gap γ = 1 − |λ₂|", "softmax theory 1 − √((e^σ² − 1)/N) (breaks for σ² ≳ 3)",
-            1.0, "γ = 1 (uniform or rank-one attention)", 0.01,
-            "lln_diag stays near γ = ½: its block-softmax half keeps eigenvalue 1 once per "
-            "diagonal block, so |λ₂| ≥ ~½ whatever the scale",
-        ),
-        PlotSpec(
-            "log_var", "logvar_vs_s2.png", "Variance of log-entries vs logit variance σ²",
-            "Var ln P (entries > 0)", "identity Var ln P = σ² (softmax theory)",
-            0.0, "Var ln P = 0 (uniform attention)", 0.05,
-            note="lln_diag mixes small LLN entries with large in-block softmax entries, so its "
-            "log-entries are bimodal and their variance exceeds either branch's",
-        ),
-    ]  # fmt: skip
-
-
-LEGEND = {
-    "softmax": "softmax",
-    "lln": "lln (exp features, moment-matched α, β)",
-    "lln_diag": "lln_diag (½ LLN + ½ block-diagonal softmax)",
-    "linear_elu": "linear_elu (elu + 1 features)",
-    EXP_LABEL: f"{EXP_LABEL}: exp features, α = β = d^-1/4",
-}
-MARKERS = "osD^vP*Xh<>"
-
-
-def write_plots(
-    rows: list[dict[str, Any]], theory: list[dict[str, float]], cfg: AnalyzeConfig, run_dir: Path
-) -> list[Path]:
-    """entropy_vs_s2.png, gap_vs_s2.png, logvar_vs_s2.png: a curve per mechanism, theory dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(dict.fromkeys(r["mechanism"] for r in rows))
-    styles = {
-        name: (plt.cm.tab10(i % 10), MARKERS[i % len(MARKERS)]) for i, name in enumerate(names)
-    }
-    subtitle = (
-        f"q ~ N(0, σ² I), k ~ N(0, I), N={cfg.seq_len}, d={cfg.head_dim}, {cfg.draws} draw(s) "
-        f"× {cfg.heads} head(s), float64; bars: ± sd over draws"
-    )
-    paths = []
-    for spec in plot_specs(cfg.seq_len):
-        fig, ax = plt.subplots(figsize=(10.0, 5.4))
-        _plot_panel(ax, spec, rows, theory, names, styles, cfg.seq_len)
-        ax.set_title(f"{spec.title}\n{subtitle}", fontsize=10)
-        present = spec.key != "gap" or "lln_diag" in names
-        if spec.note and "lln_diag" in names and present:
-            fig.text(0.01, 0.01, spec.note, fontsize=8, color="dimgrey")
-        fig.tight_layout(rect=(0, 0.03 if spec.note else 0, 1, 1))
-        path = run_dir / spec.filename
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def _plot_panel(ax, spec: PlotSpec, rows, theory, names, styles, n: int) -> None:
-    s2 = [t["s2"] for t in theory]
-    fine = [min(s2) + (max(s2) - min(s2)) * i / 100 for i in range(101)]
-    curve = {"entropy": lambda s: entropy_theory(n, s), "gap": lambda s: gap_theory(n, s),
-             "log_var": log_var_theory}[spec.key]  # fmt: skip
-    ax.plot(fine, [curve(s) for s in fine], "--", color="black", lw=1.4, label=spec.theory_label,
-            zorder=3)  # fmt: skip
-    if spec.reference is not None:
-        ax.axhline(spec.reference, color="grey", lw=1.0, ls="-.", label=spec.reference_label)
-    branch_is_lln = _branch_equals_lln(rows)
-    for name in names:
-        group = sorted((r for r in rows if r["mechanism"] == name), key=lambda r: r["s2"])
-        colour, marker = styles[name]
-        label = LEGEND.get(name, name)
-        if name == "lln" and branch_is_lln:
-            label += "\n= lln_diag's LLN branch on these inputs"
-        _curve(ax, group, spec.key, label, colour, "-", marker)
-        if not branch_is_lln and any(f"{LLN_BRANCH}{spec.key}" in r for r in group):
-            _curve(ax, group, f"{LLN_BRANCH}{spec.key}", BRANCH_LABEL, colour, ":", marker)
-    flat = _flat_at(rows, names, spec)
-    if flat:
-        highest = max(r[spec.key] for r in rows if r.get(spec.key) is not None)
-        below = spec.reference >= highest - spec.flat_tol  # the line tops the data: write under it
-        ax.annotate(
-            f"flat at {spec.reference_label.split(' (')[0]}: {', '.join(flat)} (cannot concentrate)",
-            (max(s2), spec.reference), xytext=(0, -14 if below else 6), textcoords="offset points",
-            ha="right",
-            fontsize=8, color="dimgrey",
-        )  # fmt: skip
-    ax.set_xlabel("σ² = σ_q² σ_k² (softmax logit variance)")
-    ax.set_ylabel(spec.ylabel)
-    ax.set_xticks(s2)
-    ax.set_xticklabels([f"{s:g}" for s in s2])
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-
-
-def _flat_at(rows, names, spec: PlotSpec) -> list[str]:
-    """Mechanisms whose curve lies on the no-concentration line at every σ² (they overlap there)."""
-    if spec.reference is None:
-        return []
-    tol = spec.flat_tol
-    return [
-        name
-        for name in names
-        if all(
-            r.get(spec.key) is not None and abs(r[spec.key] - spec.reference) < tol
-            for r in rows
-            if r["mechanism"] == name
-        )
-    ]
-
-
-def _branch_equals_lln(rows: list[dict[str, Any]]) -> bool:
-    """True when lln_diag's LLN branch measured the same as lln (same inputs, same statistics).
-
-    Synthetic mode feeds both the same q, k, so the branch's curve would hide lln's exactly.
-    """
-    lln = {r["s2"]: r for r in rows if r["mechanism"] == "lln"}
-    diag = [r for r in rows if r["attention"] == "lln_diag"]
-    if not lln or not diag:
-        return False
-    return all(
-        r["s2"] in lln
-        and all(
-            r.get(f"{LLN_BRANCH}{k}") is not None
-            and math.isclose(r[f"{LLN_BRANCH}{k}"], lln[r["s2"]][k], rel_tol=1e-9, abs_tol=1e-12)
-            for k in ("entropy", "gap", "log_var")
-        )
-        for r in diag
-    )
-
-
-def _curve(ax, group: list[dict[str, Any]], key: str, label: str, colour, style: str, marker: str):
-    pts = [(r["s2"], r[key], r.get(f"{key}_sd") or 0.0) for r in group if r.get(key) is not None]
-    if not pts:
-        return
-    x, y, err = zip(*pts)
-    ax.errorbar(x, y, yerr=err, fmt=style, marker=marker, ms=5, capsize=3, color=colour,
-                label=label, mfc="none" if marker in "sD^v" else colour)  # fmt: skip

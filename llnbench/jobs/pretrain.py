@@ -54,6 +54,7 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     block_size: int | None = None  # tokens per block incl. <s> and </s>; default model.max_len
     eval_blocks: int | None = 512  # validation blocks per evaluation (null = all)
+    analysis_every: int = 0  # steps between concentration instruments (analysis/*); 0 = off
 
     def validate(self) -> None:
         block = self.block_size or self.model.max_len
@@ -64,6 +65,8 @@ class PretrainConfig:
             )
         if block < 8:
             raise ConfigError(f"block_size must be at least 8, got {block}")
+        if self.analysis_every < 0:
+            raise ConfigError(f"analysis_every must be >= 0 (0 = off), got {self.analysis_every}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
@@ -104,6 +107,13 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
     unigram = unigram_loss(data, validation)
     batch = cfg.trainer.batch_size
     sampler = EpochSampler(len(data.train), batch, seed=cfg.seed, dist=dist)
+    probe = None
+    if cfg.analysis_every and dist.is_main:  # instruments of the weights after `step` updates
+        from llnbench.analysis.probe import TrainingProbe
+
+        probe = TrainingProbe.for_pretraining(
+            cfg.analysis_every, data.validation, device, run_dir, cfg.trainer.max_steps
+        )
 
     def make_batch(indices: torch.Tensor) -> dict[str, torch.Tensor]:
         input_ids, labels = masker(data.train[indices])
@@ -115,7 +125,13 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         return evaluate_mlm(model, validation, batch, device) | {"unigram_loss": unigram}
 
-    task = Task(make_batch, loss, evaluate, extras={"masker": masker})
+    def instruments(model: torch.nn.Module, step: int) -> None:
+        probe(model, step, tracker)
+
+    task = Task(
+        make_batch, loss, evaluate, extras={"masker": masker},
+        on_step=instruments if probe is not None else None,
+    )  # fmt: skip
     trainer = Trainer(
         model, cfg.trainer, task, sampler, device=device, dist=dist, run_dir=run_dir,
         signature=signature(cfg, tokenizer.name), config=as_plain(cfg),

@@ -131,6 +131,9 @@ class Task:
     select_metric: str | None = None  # keep best.pt by this evaluation metric
     greater_is_better: bool = True
     extras: dict[str, Stateful] = field(default_factory=dict)  # checkpointed with the run
+    # called with the weights after `step` updates: once before training, then after each step
+    # (outside the timed region); e.g. concentration instruments every K steps
+    on_step: Callable[[nn.Module, int], None] | None = None
 
 
 def build_optimizer(model: nn.Module, cfg: TrainerConfig) -> torch.optim.Optimizer:
@@ -315,7 +318,8 @@ class Trainer:
         key = self.task.select_metric
         if key is not None and key in metrics:
             better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
-            if not self.best or better(metrics[key], self.best[key]):
+            # a NaN best (e.g. Pearson of constant predictions) is replaced by any later score
+            if not self.best or math.isnan(self.best[key]) or better(metrics[key], self.best[key]):
                 self.best = dict(row)
                 if self.dist.is_main:
                     checkpoint.save(self.run_dir / "best.pt", {**self.state(), "best": self.best})
@@ -332,11 +336,13 @@ class Trainer:
         with progress:
             task = progress.add_task(describe or self.label, total=self.max_steps,
                                      completed=self.step, loss=math.nan, rate=0.0)  # fmt: skip
+            self._on_step()
             while self.step < self.max_steps:
                 start = time.perf_counter()
                 loss, grad_norm, tokens = self.train_step()
                 self.step += 1
                 self._accumulate(loss, tokens, time.perf_counter() - start)
+                self._on_step()
                 if self.step % self.cfg.log_every == 0 or self.step == self.max_steps:
                     row = self._log(grad_norm)
                     progress.update(task, loss=row["loss"], rate=row["tokens_per_s"])
@@ -348,6 +354,10 @@ class Trainer:
         if last_eval is None:  # resumed an already finished run: report its last evaluation
             last_eval = {k: v for k, v in self.history[-1].items() if k != "step"}
         return last_eval
+
+    def _on_step(self) -> None:
+        if self.task.on_step is not None and self.dist.is_main:
+            self.task.on_step(self.module, self.step)
 
     def _accumulate(self, loss: torch.Tensor, tokens: int, seconds: float) -> None:
         self._interval["loss"] += float(mean_across(loss, self.dist))
