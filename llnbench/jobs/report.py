@@ -1,0 +1,76 @@
+"""``llnbench report``: one Markdown report from run directories, beside the published numbers.
+
+    llnbench report runs/                    # every run below runs/
+    llnbench report runs/scale/a runs/glue/b run_dir=reports/today
+
+Reads only: scale.json, results.json, metrics.jsonl and the runs' PNGs. Writes report.md, a CSV
+per section and the figures into its own run directory. Missing pieces are named, never invented.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from llnbench import files
+from llnbench.errors import ConfigError
+from llnbench.reporting.discover import find_runs
+from llnbench.reporting.sections import (
+    analyze_section,
+    glue_section,
+    pretrain_section,
+    scale_section,
+)
+from llnbench.runs import new_run_dir, save_config
+
+console = Console()
+
+
+@dataclass
+class ReportConfig:
+    inputs: list[str] = field(default_factory=lambda: ["runs"])
+    title: str = "llnbench report"
+    run_dir: str | None = None
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("report needs at least one input directory (e.g. `runs/`)")
+
+
+def run(cfg: ReportConfig) -> Path:
+    found = find_runs(cfg.inputs, exclude=Path(cfg.run_dir) if cfg.run_dir else None)
+    counts = {job: len(runs) for job, runs in found.items()}
+    if not any(counts.values()):
+        raise ConfigError(f"no llnbench run directories found under {', '.join(cfg.inputs)}")
+    run_dir = new_run_dir("report", "report", cfg.run_dir)
+    save_config(run_dir, cfg)
+    sections = [
+        scale_section(found["scale"], run_dir),
+        pretrain_section(found["pretrain"], run_dir),
+        glue_section(found["glue"], found["pretrain"]),
+        analyze_section(found["analyze"], run_dir),
+    ]
+    missing = [note for _, _, notes in sections for note in notes]
+    for name, (_, rows, _) in zip(("scale", "pretrain", "glue", "analyze"), sections):
+        if rows:
+            files.write_csv(run_dir / f"report_{name}.csv", rows)
+    header = (
+        f"# {cfg.title}\n\nGenerated {datetime.datetime.now():%Y-%m-%d %H:%M} from "
+        f"{', '.join(f'`{i}`' for i in cfg.inputs)}: "
+        + ", ".join(f"{n} {job} run{'s' if n != 1 else ''}" for job, n in counts.items())
+        + ". Every measured number comes from those run directories, with its device and dtype; "
+        "published numbers are marked as such.\n"
+    )
+    gaps = "## Missing pieces\n\n" + (
+        "\n".join(f"- {note}" for note in missing) if missing else "- none\n"
+    )
+    body = "\n".join(text for text, _, _ in sections if text)
+    files.write_text(run_dir / "report.md", f"{header}\n{body}\n{gaps}\n")
+    console.print(f"report: {counts}; missing: {len(missing)}")
+    for note in missing:
+        console.print(f"  [yellow]missing[/yellow] {note}")
+    console.print(f"run directory: [bold]{run_dir}[/bold] (report.md)")
+    return run_dir

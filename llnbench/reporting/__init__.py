@@ -1,0 +1,1 @@
+"""``llnbench report``: read run directories (never re-run), write one Markdown report."""
