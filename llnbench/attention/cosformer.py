@@ -21,22 +21,16 @@ import math
 import torch
 from torch import Tensor
 
-from llnbench.attention.base import Attention, full_precision, key_mask_of, upcast
-from llnbench.attention.linear_core import (
-    dense_linear_matrix,
-    dense_linear_weights,
-    linear_attention,
-)
+from llnbench.attention.linear_core import FeatureMapAttention
 from llnbench.errors import ConfigError, one_of
 
 COS_M = ("real", "padded")
 
 
-class CosFormerAttention(Attention):
+class CosFormerAttention(FeatureMapAttention):
     name = "cosformer"
     supports_causal = True
-    linear_in_n = True
-    complexity = "O(N d^2)"
+    guard = "clamp"  # as the official code
 
     def __init__(
         self,
@@ -80,42 +74,11 @@ class CosFormerAttention(Attention):
         total = real.sum(-1, keepdim=True).to(like.dtype) if self.cos_m == "real" else self.cos_m
         return (math.pi / 2 * position / total)[:, None, :, None]
 
-    def features(self, q: Tensor, k: Tensor, key_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """[ReLU(x) sin theta, ReLU(x) cos theta] for q and k, upcast, padded rows zeroed first."""
-        q, k = upcast(q, k)
-        if key_mask is not None:
-            pad = ~key_mask[:, None, :, None]
-            q, k = q.masked_fill(pad, 0.0), k.masked_fill(pad, 0.0)
+    def feature_maps(
+        self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, eval_path: bool
+    ) -> tuple[Tensor, Tensor, None]:
+        """[ReLU(x) sin theta, ReLU(x) cos theta] for q and k (padded rows arrive zeroed)."""
         theta = self.angles(key_mask, q.shape[0], q.shape[2], q)
         sin, cos = torch.sin(theta), torch.cos(theta)
         q, k = torch.relu(q), torch.relu(k)
-        return torch.cat([q * sin, q * cos], dim=-1), torch.cat([k * sin, k * cos], dim=-1)
-
-    def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        key_mask = key_mask_of(attention_mask, q)
-        out_dtype = v.dtype
-        with full_precision(q.device):
-            phi_q, phi_k = self.features(q, k, key_mask)
-            (v,) = upcast(v)
-            out = linear_attention(
-                phi_q,
-                phi_k,
-                v,
-                key_mask,
-                causal=self.causal,
-                eps=self.eps,
-                guard="clamp",
-                chunk=self.chunk,
-            )
-        return out.to(out_dtype)
-
-    def attention_matrix(
-        self, q: Tensor, k: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        key_mask = key_mask_of(attention_mask, q)
-        with full_precision(q.device):
-            phi_q, phi_k = self.features(q, k, key_mask)
-            w = dense_linear_weights(phi_q, phi_k, key_mask, causal=self.causal)
-            return dense_linear_matrix(w, self.eps, guard="clamp")
+        return torch.cat([q * sin, q * cos], dim=-1), torch.cat([k * sin, k * cos], dim=-1), None

@@ -17,8 +17,18 @@ expressed in the units of query i's own prefix maximum. This is scalar-decay lin
 
 from __future__ import annotations
 
+import abc
+from typing import ClassVar
+
 import torch
 from torch import Tensor
+
+from llnbench.attention.base import (
+    Attention,
+    full_precision,
+    key_mask_of,
+    upcast_and_zero_padding,
+)
 
 GUARDS = ("add", "clamp")
 # Rows of the chunk-to-chunk decay matrix processed at once: bounds its memory to
@@ -162,3 +172,76 @@ def dense_linear_weights(
 def dense_linear_matrix(w: Tensor, eps: float, guard: str = "add") -> Tensor:
     """Row-normalise dense weights exactly as ``linear_attention`` normalises them."""
     return w / guard_denominator(w.sum(-1, keepdim=True), eps, guard)
+
+
+def exp_features(
+    log_q: Tensor,
+    log_k: Tensor,
+    key_mask: Tensor | None,
+    causal: bool,
+    log_scale: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """exp feature maps with exact max shifts (LLN, Performer): values in (0, exp(log_scale)].
+
+    Each query's features are divided by their row maximum (cancels in its own normalisation);
+    keys by one maximum over real keys (bidirectional: scales every weight alike) or by the prefix
+    maximum (causal: returned as ``key_shift`` for the core to rescale). Shifts are detached: with
+    eps = 0 their total gradient is zero. Padded keys get phi = 0, padded queries finite features.
+    """
+    if key_mask is not None:
+        pad = ~key_mask[:, None, :, None]
+        log_q = log_q.masked_fill(pad, 0.0)
+        log_k = log_k.masked_fill(pad, float("-inf"))
+    phi_q = torch.exp(log_q - (log_q.amax(-1, keepdim=True).detach() - log_scale))
+    key_max = log_k.amax(-1).detach()  # (B, H, N); -inf on padding
+    # bidirectional: the max over real keys (finite since every sequence has one)
+    shift = prefix_key_shift(key_max, key_mask) if causal else key_max.amax(-1, keepdim=True)
+    phi_k = torch.exp(log_k - (shift.unsqueeze(-1) - log_scale))
+    return phi_q, phi_k, shift if causal else None
+
+
+class FeatureMapAttention(Attention):
+    """Forward and attention_matrix of a kernelised mechanism; subclasses give the feature maps.
+
+    Subclasses set ``self.eps`` and ``self.chunk`` and implement ``feature_maps``.
+    """
+
+    linear_in_n = True
+    complexity = "O(N d^2)"
+    guard: ClassVar[str] = "add"
+    eps: float
+    chunk: int
+
+    @abc.abstractmethod
+    def feature_maps(
+        self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, eval_path: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(phi_q, phi_k, causal key shift or None) from upcast q, k with zeroed padding.
+
+        ``eval_path``: the deterministic path of ``attention_matrix`` (no running-statistics
+        update, no random redraw), whatever the module's mode.
+        """
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        key_mask = key_mask_of(attention_mask, q)
+        out_dtype = v.dtype
+        with full_precision(q.device):
+            q, k, v = upcast_and_zero_padding(key_mask, q, k, v)
+            phi_q, phi_k, shift = self.feature_maps(q, k, key_mask, eval_path=False)
+            out = linear_attention(
+                phi_q, phi_k, v, key_mask, causal=self.causal, eps=self.eps, guard=self.guard,
+                chunk=self.chunk, key_shift=shift,
+            )  # fmt: skip
+        return out.to(out_dtype)
+
+    def attention_matrix(
+        self, q: Tensor, k: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        key_mask = key_mask_of(attention_mask, q)
+        with full_precision(q.device):
+            q, k = upcast_and_zero_padding(key_mask, q, k)
+            phi_q, phi_k, shift = self.feature_maps(q, k, key_mask, eval_path=True)
+            w = dense_linear_weights(phi_q, phi_k, key_mask, causal=self.causal, key_shift=shift)
+            return dense_linear_matrix(w, self.eps, self.guard)

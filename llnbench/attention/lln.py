@@ -19,19 +19,8 @@ import math
 import torch
 from torch import Tensor
 
-from llnbench.attention.base import (
-    Attention,
-    full_precision,
-    key_mask_of,
-    masked_std,
-    upcast,
-)
-from llnbench.attention.linear_core import (
-    dense_linear_matrix,
-    dense_linear_weights,
-    linear_attention,
-    prefix_key_shift,
-)
+from llnbench.attention.base import masked_std
+from llnbench.attention.linear_core import FeatureMapAttention, exp_features
 from llnbench.errors import ConfigError, one_of
 
 # Published moment-matching constants (fitted at head dim 64).
@@ -92,11 +81,9 @@ def symmetric_temperatures(
     return st / sigma_q, st / sigma_k, st
 
 
-class LLNAttention(Attention):
+class LLNAttention(FeatureMapAttention):
     name = "lln"
     supports_causal = True
-    linear_in_n = True
-    complexity = "O(N d^2)"
 
     def __init__(
         self,
@@ -180,54 +167,9 @@ class LLNAttention(Attention):
 
     # -- features -----------------------------------------------------------------------------
 
-    def features(
-        self, q: Tensor, k: Tensor, key_mask: Tensor | None, alpha: Tensor, beta: Tensor
+    def feature_maps(
+        self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, eval_path: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """phi_q, phi_k in (0, 1] after exact max shifts, and the causal key shift (else None)."""
-        scaled_q = alpha * q
-        scaled_k = beta * k
-        if key_mask is not None:
-            pad = ~key_mask[:, None, :, None]
-            scaled_q = scaled_q.masked_fill(pad, 0.0)  # padded query outputs stay finite
-            scaled_k = scaled_k.masked_fill(pad, float("-inf"))  # padded keys get phi = 0
-        phi_q = torch.exp(scaled_q - scaled_q.amax(-1, keepdim=True).detach())
-        key_max = scaled_k.amax(-1).detach()  # (B, H, N); -inf on padding
-        if self.causal:
-            shift = prefix_key_shift(key_max, key_mask)
-            return phi_q, torch.exp(scaled_k - shift.unsqueeze(-1)), shift
-        global_max = key_max.amax(-1, keepdim=True)  # over real keys; finite since n_b >= 1
-        return phi_q, torch.exp(scaled_k - global_max.unsqueeze(-1)), None
-
-    # -- forward ------------------------------------------------------------------------------
-
-    def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        key_mask = key_mask_of(attention_mask, q)
-        out_dtype = v.dtype
-        with full_precision(q.device):
-            q, k, v = upcast(q, k, v)
-            alpha, beta = self.temperatures(q, k, key_mask)
-            phi_q, phi_k, shift = self.features(q, k, key_mask, alpha, beta)
-            out = linear_attention(
-                phi_q,
-                phi_k,
-                v,
-                key_mask,
-                causal=self.causal,
-                eps=self.eps,
-                chunk=self.chunk,
-                key_shift=shift,
-            )
-        return out.to(out_dtype)
-
-    def attention_matrix(
-        self, q: Tensor, k: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        key_mask = key_mask_of(attention_mask, q)
-        with full_precision(q.device):
-            q, k = upcast(q, k)
-            alpha, beta = self.temperatures(q, k, key_mask, update_running=False)
-            phi_q, phi_k, shift = self.features(q, k, key_mask, alpha, beta)
-            w = dense_linear_weights(phi_q, phi_k, key_mask, causal=self.causal, key_shift=shift)
-            return dense_linear_matrix(w, self.eps)
+        """exp(alpha q), exp(beta k) after exact max shifts, in (0, 1]; causal key shift."""
+        alpha, beta = self.temperatures(q, k, key_mask, update_running=not eval_path)
+        return exp_features(alpha * q, beta * k, key_mask, self.causal)

@@ -26,13 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from llnbench.attention.base import Attention, full_precision, key_mask_of, upcast_and_zero_padding
-from llnbench.attention.linear_core import (
-    dense_linear_matrix,
-    dense_linear_weights,
-    linear_attention,
-    prefix_key_shift,
-)
+from llnbench.attention.linear_core import FeatureMapAttention, exp_features
 from llnbench.errors import ConfigError, one_of
 
 REDRAWS = ("step", "fixed", "interval:K")
@@ -77,10 +71,9 @@ def favor_log_features(x: Tensor, w: Tensor) -> Tensor:
     return x @ w.transpose(-1, -2) - 0.5 * x.square().sum(-1, keepdim=True)
 
 
-class PerformerAttention(Attention):
+class PerformerAttention(FeatureMapAttention):
     name = "performer"
     supports_causal = True
-    linear_in_n = True
     stochastic = True
     complexity = "O(N m d)"
 
@@ -143,57 +136,19 @@ class PerformerAttention(Attention):
         self._train_calls += 1
         return self.train_projection.to(like.dtype)
 
-    def features(
-        self, q: Tensor, k: Tensor, key_mask: Tensor | None, w: Tensor
+    def feature_maps(
+        self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, eval_path: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Shifted phi_q, phi_k (entries <= m^(-1/2) (1 + feature_eps)) and the causal key shift."""
-        log_q = favor_log_features(q, w)
-        log_k = favor_log_features(k, w)
-        if key_mask is not None:
-            log_k = log_k.masked_fill(~key_mask[:, None, :, None], float("-inf"))  # phi = 0
-        ratio = self.nb_features**-0.5
-        log_ratio = math.log(ratio)  # folded into the shifts: one pass per feature tensor
-        phi_q = torch.exp(log_q - (log_q.amax(-1, keepdim=True).detach() - log_ratio))
-        key_max = log_k.amax(-1).detach()  # (B, H, N); -inf on padding
-        if self.causal:
-            shift = prefix_key_shift(key_max, key_mask)
-        else:  # one shift over real keys (finite since n_b >= 1), broadcast over positions
-            shift = key_max.amax(-1, keepdim=True)
-        phi_k = torch.exp(log_k - (shift.unsqueeze(-1) - log_ratio))
+        """Shifted phi_q, phi_k (entries <= m^(-1/2) (1 + feature_eps)), causal key shift."""
+        w = self.eval_projection.to(q.dtype) if eval_path else self.projection(q)
+        ratio = self.nb_features**-0.5  # folded into the shifts: one pass per feature tensor
+        phi_q, phi_k, shift = exp_features(
+            favor_log_features(q, w), favor_log_features(k, w), key_mask, self.causal,
+            log_scale=math.log(ratio),
+        )  # fmt: skip
         if self.feature_eps:
             phi_q = phi_q + ratio * self.feature_eps
             phi_k = phi_k + ratio * self.feature_eps
-        return phi_q, phi_k, shift if self.causal else None
-
-    def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        key_mask = key_mask_of(attention_mask, q)
-        out_dtype = v.dtype
-        with full_precision(q.device):
-            q, k, v = upcast_and_zero_padding(key_mask, q, k, v)
-            phi_q, phi_k, shift = self.features(q, k, key_mask, self.projection(q))
-            out = linear_attention(
-                phi_q,
-                phi_k,
-                v,
-                key_mask,
-                causal=self.causal,
-                eps=self.eps,
-                chunk=self.chunk,
-                key_shift=shift,
-            )
-        return out.to(out_dtype)
-
-    def attention_matrix(
-        self, q: Tensor, k: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        key_mask = key_mask_of(attention_mask, q)
-        with full_precision(q.device):
-            q, k = upcast_and_zero_padding(key_mask, q, k)
-            w = self.eval_projection.to(q.dtype)  # the eval path, whatever the module's mode
-            phi_q, phi_k, shift = self.features(q, k, key_mask, w)
-            weights = dense_linear_weights(
-                phi_q, phi_k, key_mask, causal=self.causal, key_shift=shift
-            )
-            return dense_linear_matrix(weights, self.eps)
+            if key_mask is not None:  # padded keys keep phi = 0
+                phi_k = phi_k.masked_fill(~key_mask[:, None, :, None], 0.0)
+        return phi_q, phi_k, shift
