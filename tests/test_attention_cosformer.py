@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.reference import cosformer_matrix
@@ -15,10 +15,6 @@ CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"
 
 def cosformer(causal: bool = False, d: int = 8, **options):
     return build_attention("cosformer", num_heads=2, head_dim=d, causal=causal, **options).eval()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.lara import lara_weights
@@ -17,10 +17,6 @@ MIS = pytest.mark.parametrize("mis_type", ["opt", "bh"])
 
 def lara(d: int = 4, **options):
     return build_attention("lara", num_heads=2, head_dim=d, **options).double().eval()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 def reference_landmarks(attn, q, k, mask):
@@ -194,20 +190,9 @@ def test_consistency_in_samples_per_proposal(noise: str, bound: float | None) ->
 def test_padding_invariance_and_finite_gradients(
     lengths: list[int], junk: float, training: bool
 ) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 30, 4))
-    mask = right_padding_mask(lengths, 30)
-    n_b = lengths[1]
     attn = lara(num_landmarks=5).train(training)
     torch.manual_seed(1)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    if not training:
-        clean = attn(q[1:, :, :n_b], k[1:, :, :n_b], v[1:, :, :n_b])
-        torch.testing.assert_close(out[1:, :, :n_b], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)
+    check_padding(attn, d=4, lengths=tuple(lengths), junk=junk, compare=not training)
     assert all(torch.isfinite(p.grad).all() for p in attn.parameters())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.reference import feature_matrix
@@ -20,10 +20,6 @@ def elu(causal: bool = False, d: int = 8, **options):
 def reference(q, k, v, mask=None, causal=False, eps=1e-6):
     phi_q, phi_k = F.elu(q.double()) + 1, F.elu(k.double()) + 1
     return feature_matrix(phi_q, phi_k, mask, causal, eps) @ v.double()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
@@ -90,17 +86,7 @@ def test_causal_prefix_and_future_content() -> None:
 @CAUSAL
 @pytest.mark.parametrize("junk", [1e4, float("inf"), float("nan")], ids=["big", "inf", "nan"])
 def test_padding_invariance_and_finite_gradients(causal: bool, junk: float) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 30, 8))
-    mask = right_padding_mask([30, 19], 30)
-    attn = elu(causal)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    clean = attn(q[1:, :, :19], k[1:, :, :19], v[1:, :, :19])
-    torch.testing.assert_close(out[1:, :, :19], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)
+    check_padding(elu(causal), d=8, junk=junk)
 
 
 def test_left_padding_is_finite() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.reference import band_softmax_matrix, softmax_matrix
@@ -16,10 +16,6 @@ def local(causal: bool = False, window: int = 4, d: int = 8, **options):
     return build_attention(
         "local", num_heads=2, head_dim=d, causal=causal, window=window, **options
     ).eval()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
@@ -93,17 +89,7 @@ def test_causal_prefix() -> None:
 @CAUSAL
 @pytest.mark.parametrize("junk", [1e4, float("nan")], ids=["big", "nan"])
 def test_padding_invariance_and_finite_gradients(causal: bool, junk: float) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 30, 8))
-    mask = right_padding_mask([30, 19], 30)
-    attn = local(causal, window=4)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    clean = attn(q[1:, :, :19], k[1:, :, :19], v[1:, :, :19])
-    torch.testing.assert_close(out[1:, :, :19], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)
+    check_padding(local(causal, window=4), d=8, junk=junk)
 
 
 def test_left_padding_is_finite() -> None:

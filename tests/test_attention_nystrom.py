@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.nystrom import newton_schulz_pinv
@@ -15,10 +15,6 @@ from llnbench.errors import ConfigError
 def nystrom(d: int = 8, **options):
     options.setdefault("conv_kernel", 0)
     return build_attention("nystrom", num_heads=2, head_dim=d, **options).double().eval()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 @pytest.mark.parametrize("n", [5, 17], ids=lambda n: f"N{n}")
@@ -106,18 +102,8 @@ def test_rows_sum_to_one_within_pinv_error() -> None:
 @pytest.mark.parametrize("junk", [1e4, float("nan")], ids=["big", "nan"])
 @pytest.mark.parametrize("lengths", [[30, 19], [30, 5]], ids=["nb>m", "nb<m"])
 def test_padding_invariance_and_finite_gradients(lengths: list[int], junk: float) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 30, 8))
-    mask = right_padding_mask(lengths, 30)
-    n_b = lengths[1]
     attn = nystrom(num_landmarks=8, conv_kernel=5)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    clean = attn(q[1:, :, :n_b], k[1:, :, :n_b], v[1:, :, :n_b])
-    torch.testing.assert_close(out[1:, :, :n_b], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)
+    check_padding(attn, d=8, lengths=tuple(lengths), junk=junk)
 
 
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.performer import draw_projection, favor_log_features
@@ -23,10 +23,6 @@ def performer(causal: bool = False, d: int = 8, **options):
 
 def reference(w, q, k, v, mask=None, causal=False):
     return feature_matrix(favor_features(q, w), favor_features(k, w), mask, causal) @ v.double()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
@@ -116,17 +112,7 @@ def test_eval_causal_is_strictly_causal() -> None:
 @CAUSAL
 @pytest.mark.parametrize("junk", [1e4, float("nan")], ids=["big", "nan"])
 def test_padding_invariance_and_finite_gradients(causal: bool, junk: float) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 30, 8))
-    mask = right_padding_mask([30, 19], 30)
-    attn = performer(causal, eps=1e-6)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    clean = attn(q[1:, :, :19], k[1:, :, :19], v[1:, :, :19])
-    torch.testing.assert_close(out[1:, :, :19], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)
+    check_padding(performer(causal, eps=1e-6), d=8, junk=junk)
 
 
 def test_features_are_unbiased() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import qkv, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention, ra
 from llnbench.attention.reference import ra_matrix, ra_mean_samples, softmax_matrix
@@ -22,10 +22,6 @@ def randomized(causal: bool = False, d: int = 8, **options):
 def reference(q, k, v, mask=None, causal=False):
     """Eval (mean): w_n = q_n + sum_m pi_nm k_m, then softmax of l(k_m, w_n) over visible keys."""
     return ra_matrix(k, ra_mean_samples(q, k, mask, causal), mask, causal) @ v.double()
-
-
-def real_rows(mask, out):
-    return mask[:, None, :, None].expand_as(out)
 
 
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
@@ -141,18 +137,7 @@ def test_eval_causal_is_strictly_causal() -> None:
 @pytest.mark.parametrize("junk", [1e4, float("nan")], ids=["big", "nan"])
 @CAUSAL
 def test_padding_invariance_and_finite_gradients(causal: bool, junk: float, training: bool) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 30, 8))
-    mask = right_padding_mask([30, 19], 30)
-    attn = randomized(causal).train(training)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    if not training:
-        clean = attn(q[1:, :, :19], k[1:, :, :19], v[1:, :, :19])
-        torch.testing.assert_close(out[1:, :, :19], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)
+    check_padding(randomized(causal).train(training), d=8, junk=junk, compare=not training)
 
 
 def test_eval_modes() -> None:
