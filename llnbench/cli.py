@@ -36,6 +36,8 @@ JOBS: dict[str, tuple[str, str]] = {
     "scale": ("llnbench.jobs.scale", "ScaleConfig"),
     "analyze": ("llnbench.jobs.analyze", "AnalyzeConfig"),
     "pretrain": ("llnbench.jobs.pretrain", "PretrainConfig"),
+    "report": ("llnbench.jobs.report", "ReportConfig"),
+    "glue": ("llnbench.jobs.glue", "GlueConfig"),
 }
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -160,7 +162,20 @@ def _job_command(job: str, summary: str) -> None:
 _job_command("pretrain", "Pretrain a RoBERTa MLM with a chosen attention (e.g. attention=lln).")
 _job_command("glue", "Fine-tune a pretrained model on a GLUE task (e.g. task=sst2).")
 _job_command("analyze", "Concentration instruments: entropy, spectral gap, log-normality.")
-_job_command("report", "Collect run directories into one Markdown report with plots.")
+
+
+@app.command(context_settings=EXTRA_ARGS)
+@user_errors
+def report(ctx: typer.Context, print_config: PrintConfig = False) -> None:
+    """Collect run directories into one Markdown report with plots: `llnbench report runs/`.
+
+    Arguments without `=` are input directories; the others are overrides (run_dir=..., title=...).
+    """
+    paths = [arg for arg in ctx.args if "=" not in arg]
+    overrides = [arg for arg in ctx.args if "=" in arg]
+    if paths:
+        overrides.append(f"inputs={_value(paths)}")
+    launch("report", overrides, print_config)
 
 
 def main() -> None:
