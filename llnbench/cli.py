@@ -16,11 +16,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from llnbench.console import err_console
 from llnbench.errors import ConfigError, LlnbenchError
 
-err_console = Console(stderr=True)
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

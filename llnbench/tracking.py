@@ -13,12 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from llnbench import files
+from llnbench.console import err_console as console
 from llnbench.schema import WandbConfig
-
-console = Console(stderr=True)
 
 
 def wandb_has_key() -> bool:
@@ -54,16 +51,21 @@ def to_number(value: Any) -> Any:
     return value
 
 
-def truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int, where: dict[str, Any] | None = None) -> None:
     """Drop rows past ``step`` (a killed run logged them after its last checkpoint; the resumed
-    run logs them again, identically). Atomic rewrite."""
+    run logs them again, identically); ``where`` limits this to rows with those values (one GLUE
+    task and seed). Atomic rewrite."""
     if not path.exists():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
+    where = where or {}
+    kept = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        ours = all(row.get(key) == value for key, value in where.items())
+        if not (ours and row.get("step", 0) > step):
+            kept.append(line)
     files.write_text(path, "".join(f"{line}\n" for line in kept))
 
 

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
@@ -49,6 +48,7 @@ from llnbench.analysis.held_out import (
     shared_tokenizer,
 )
 from llnbench.analysis.probe import history
+from llnbench.console import console
 from llnbench.data.tokenizer import RobertaTokenizer, load_tokenizer
 from llnbench.devices import resolve_device
 from llnbench.errors import CheckpointError
@@ -60,7 +60,6 @@ from llnbench.tracking import Tracker
 if TYPE_CHECKING:
     from llnbench.jobs.analyze import AnalyzeConfig
 
-console = Console()
 LABELS = {
     "entropy": "mean row entropy −(1/n) Σ_ij P ln P (nats) over real tokens; uniform = ln n",
     "gap": "spectral gap 1 − |λ₂| of P (real block)",

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -37,6 +36,7 @@ from llnbench.analysis.concentration import (
 )
 from llnbench.attention import attention_options, build_attention
 from llnbench.attention.base import Attention
+from llnbench.console import console
 from llnbench.devices import resolve_device
 from llnbench.errors import ConfigError
 from llnbench.runs import as_plain, new_run_dir, save_config
@@ -45,7 +45,6 @@ from llnbench.tracking import Tracker
 if TYPE_CHECKING:
     from llnbench.jobs.analyze import AnalyzeConfig
 
-console = Console()
 
 # ``exp`` is not a registered mechanism: it is lln without moment matching (α = β = d^-1/4), the
 # untuned exponential feature map the LLN paper starts from; it cannot concentrate at any scale.

@@ -16,17 +16,15 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from llnbench import files
 from llnbench.bench.machine import machine_info
+from llnbench.console import console
 from llnbench.errors import LlnbenchError
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
 from llnbench.train.loop import TrainerConfig, build_optimizer
-
-console = Console()
 
 
 def hf_model(cfg: ModelConfig, pad_id: int) -> torch.nn.Module:

@@ -69,6 +69,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _ms(value: float) -> str:
+    """Milliseconds with as many decimals as they deserve: 0.123, 12.3, 1234."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -89,8 +94,8 @@ def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
         status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
         table.add_row(
             row["attention"], str(row["seq_len"]), row["mode"],
-            f"{row['ms_median']:.4g}" if ok else "—",
-            f"{row['ms_p20']:.3g}–{row['ms_p80']:.3g}" if ok else "—",
+            _ms(row["ms_median"]) if ok else "—",
+            f"{_ms(row['ms_p20'])}–{_ms(row['ms_p80'])}" if ok else "—",
             _fmt(speedup(row, ref), ".2f"),
             _fmt(row.get("peak_mib"), ".0f") if row.get("peak_mib") is not None else "n/m",
             _fmt(memory_ratio(row, ref), ".2f"), status,

@@ -352,10 +352,10 @@ def tokenize_documents(
 ) -> list[np.ndarray]:
     """Ids of each document (no specials), batched through the fast tokenizer, with a rich
     progress bar on a terminal (quiet otherwise)."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    console = Console(stderr=True)
+    from llnbench.console import err_console as console
+
     out: list[np.ndarray] = []
     with Progress(
         "[progress.description]{task.description}",

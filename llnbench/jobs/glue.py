@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from llnbench import files
 from llnbench.config import from_dict
+from llnbench.console import console
 from llnbench.data.glue import SOURCES, GlueDataConfig, TaskSpec, load_task, resolve_tasks
 from llnbench.data.tokenizer import EMBEDDED, load_tokenizer
 from llnbench.errors import CheckpointError, ConfigError, one_of
@@ -46,7 +46,6 @@ from llnbench.train.finetune import (
 )
 from llnbench.train.loop import resolve_precision
 
-console = Console()
 PLACEHOLDERS = ("%task%", "{task}")  # a task's name in local paths of a suite (Hydra needs
 # the second one quoted: 'data.train_file="glue/{task}/train.tsv"')
 FILE_KEYS = (

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from llnbench.console import console
 from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
 from llnbench.data.masking import MLMMasker
 from llnbench.data.tokenizer import load_tokenizer
@@ -38,8 +38,6 @@ from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 from llnbench.train import distributed
 from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig, resolve_precision
-
-console = Console()
 
 
 @dataclass

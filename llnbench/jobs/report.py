@@ -13,9 +13,8 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-
 from llnbench import files
+from llnbench.console import console
 from llnbench.errors import ConfigError
 from llnbench.reporting.discover import find_runs
 from llnbench.reporting.sections import (
@@ -25,8 +24,6 @@ from llnbench.reporting.sections import (
     scale_section,
 )
 from llnbench.runs import new_run_dir, save_config
-
-console = Console()
 
 
 @dataclass

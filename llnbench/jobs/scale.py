@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from llnbench import files
@@ -28,6 +27,7 @@ from llnbench.bench.cells import layer_call, model_call, sdpa_backend, sdpa_back
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
 from llnbench.bench.timing import free_host_memory_bytes, peak_memory_mib, time_call
+from llnbench.console import console
 from llnbench.devices import dtype_name, resolve_device, resolve_dtype
 from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import ModelConfig
@@ -35,7 +35,6 @@ from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 
-console = Console()
 DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "lara"]
 
 
@@ -196,14 +195,12 @@ def cannot_run(cfg: ScaleConfig, name: str, n: int, mode: str, device: torch.dev
 
 
 def estimated_bytes(cfg: ScaleConfig, name: str, n: int, mode: str) -> float:
-    """The dominant allocation: N x N fp32 scores for dense mechanisms, else O(N d) buffers.
-
-    SDPA on CPU without a mask runs its flash kernel (O(N) memory); ``ra`` forms N x N matrices.
-    """
+    """The dominant allocation: N x N fp32 scores for softmax on the math backend, else O(N d)
+    buffers (SDPA's flash CPU kernel, and RA's SDPA-based products, stay linear in N)."""
     b, h, d, layers = cfg.batch_size, cfg.heads, cfg.head_dim, 1
     if cfg.scope == "model":  # every layer, plus weights, gradients and Adam moments
         h, d, layers = cfg.model.heads, cfg.model.head_dim, cfg.model.layers
-    dense = name == "ra" or (name == "softmax" and cfg.sdpa_backend == "math")
+    dense = name == "softmax" and cfg.sdpa_backend == "math"
     per_layer = 4 * b * h * n * n * 3 if dense else 4 * b * h * n * d * 32
     weights = 16 * 12 * cfg.model.layers * cfg.model.hidden**2 if cfg.scope == "model" else 0
     return per_layer * layers * (2 if mode == "fwdbwd" else 1) + weights

@@ -34,7 +34,7 @@ from llnbench.data.glue import (
 from llnbench.errors import CheckpointError, ConfigError
 from llnbench.model.roberta import ModelConfig, RobertaForSequenceClassification
 from llnbench.schema import AttentionConfig
-from llnbench.tracking import Tracker, to_number
+from llnbench.tracking import Tracker, to_number, truncate_metrics
 from llnbench.train import checkpoint
 from llnbench.train.distributed import DistInfo, barrier
 from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig
@@ -256,22 +256,6 @@ class SeedTracker:
         )
 
 
-def truncate_seed_rows(path: Path, task: str, seed: int, step: int) -> None:
-    """Drop this seed's rows past ``step``: a killed run logged them after its last checkpoint
-    (or before its first), and the resumed run logs them again."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if row.get("task") == task and row.get("seed") == seed and row.get("step", 0) > step:
-            continue
-        kept.append(line)
-    files.write_text(path, "".join(f"{line}\n" for line in kept))
-
-
 # ------------------------------------------------------------------------------------------------
 # One seed
 
@@ -340,7 +324,8 @@ def run_seed(run: FinetuneRun, seed: int, folder: Path, tracker: Tracker) -> dic
     )  # fmt: skip
     trainer.restore()
     if dist.is_main:
-        truncate_seed_rows(tracker.metrics_path, spec.name, seed, trainer.step)
+        where = {"task": spec.name, "seed": seed}
+        truncate_metrics(tracker.metrics_path, trainer.step, where)
     first_step, start = trainer.step, time.perf_counter()
     trainer.fit(
         SeedTracker(tracker, spec.name, seed, steps_per_epoch),  # type: ignore[arg-type]

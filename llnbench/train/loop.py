@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from llnbench.console import console
 from llnbench.errors import CheckpointError, ConfigError
 from llnbench.tracking import Tracker, truncate_metrics
 from llnbench.train import checkpoint
 from llnbench.train.distributed import DistInfo, barrier, mean_across
 
-console = Console()
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
