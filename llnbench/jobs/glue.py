@@ -27,6 +27,7 @@ from llnbench.config import from_dict
 from llnbench.console import console
 from llnbench.data.glue import SOURCES, GlueDataConfig, TaskSpec, load_task, resolve_tasks
 from llnbench.data.tokenizer import EMBEDDED, load_tokenizer
+from llnbench.devices import dtype_name
 from llnbench.errors import CheckpointError, ConfigError, one_of
 from llnbench.jobs.glue_report import glue_average, suite_table, summarize_task, task_table
 from llnbench.model.pretrained import Pretrained, load_pretrained
@@ -313,7 +314,7 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
         "seeds": seeds,
         "max_length": cfg.max_length,
         "device": str(device),
-        "precision": str(resolve_precision(cfg.trainer.precision, device)).removeprefix("torch."),
+        "precision": dtype_name(resolve_precision(cfg.trainer.precision, device)),
         "tasks": summaries,
     }
     if len(specs) > 1:
@@ -354,7 +355,7 @@ def describe_run(cfg, init: Init, specs, seeds, device, run_dir: Path) -> None:
         f"attention={init.attention.name} model={init.model.name} "
         f"({human_count(count_parameters(model))} parameters) {source}\n"
         f"seeds {seeds}; max_length {cfg.max_length}; device {device}, precision "
-        f"{cfg.trainer.precision}; run directory: {run_dir}"
+        f"{dtype_name(resolve_precision(cfg.trainer.precision, device))}; run directory: {run_dir}"
     )
 
 

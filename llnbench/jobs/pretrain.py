@@ -24,6 +24,7 @@ from llnbench.console import console
 from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
 from llnbench.data.masking import MLMMasker
 from llnbench.data.tokenizer import load_tokenizer
+from llnbench.devices import dtype_name
 from llnbench.errors import ConfigError
 from llnbench.model.roberta import (
     IGNORE_INDEX,
@@ -155,7 +156,7 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
         "train_seconds_this_session": round(seconds, 1),
         "final": final,
         "device": str(device),
-        "precision": str(resolve_precision(cfg.trainer.precision, device)).removeprefix("torch."),
+        "precision": dtype_name(resolve_precision(cfg.trainer.precision, device)),
         "global_batch": batch * cfg.trainer.grad_accum * dist.world,
         "data": data.summary(),
     }
@@ -214,7 +215,7 @@ def describe_run(cfg, data, model, device, dist, unigram: float, run_dir: Path) 
     console.print(
         f"[bold]llnbench pretrain[/bold] attention={cfg.attention.name} model={cfg.model.name} "
         f"({human_count(count_parameters(model))} parameters) on {device}, "
-        f"precision {cfg.trainer.precision}\n"
+        f"precision {dtype_name(resolve_precision(cfg.trainer.precision, device))}\n"
         f"data {cfg.data.source}: {len(data.train):,} train / {len(data.validation):,} validation "
         f"blocks of {cfg.blocks} tokens; global batch {global_batch} = {cfg.trainer.batch_size} "
         f"x {cfg.trainer.grad_accum} accumulation x {dist.world} devices; "
