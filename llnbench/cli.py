@@ -65,8 +65,13 @@ def launch(job: str, overrides: list[str], print_config: bool = False, multirun:
     module_name, config_name = JOBS[job]
     module = importlib.import_module(module_name)
     config_cls = getattr(module, config_name)
+    swept = [j for j in range(len(combos[0])) if len({c[j] for c in combos}) > 1]
     for i, combo in enumerate(combos):
         cfg = compose(job, combo)
+        if len(combos) > 1 and cfg.get("run_dir"):  # one sub-folder per combination
+            slug = "_".join(combo[j].lstrip("+~").replace("=", "-") for j in swept)
+            slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in slug)
+            cfg = compose(job, [*combo, f"run_dir={_value(f'{cfg.run_dir}/{slug}')}"])
         if print_config:
             sys.stdout.write(to_yaml(cfg))
             continue

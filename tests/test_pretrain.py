@@ -171,3 +171,13 @@ def test_pretrained_run_loads_for_fine_tuning(tmp_path) -> None:
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
     assert torch.equal(pre.encoder_state["embeddings.words.weight"],
                        state["encoder.embeddings.words.weight"])  # fmt: skip
+
+
+def test_multirun_sweep_runs_each_combination_in_its_own_folder(tmp_path) -> None:
+    run_dir = tmp_path / "sweep"
+    args = tiny_pretrain_args(tmp_path, run_dir, "attention=softmax,lln", "trainer.max_steps=2")
+    result = CliRunner().invoke(app, ["pretrain", "--multirun", *args])
+    assert result.exit_code == 0, result.output
+    for name in ("softmax", "lln"):
+        results = json.loads((run_dir / f"attention-{name}" / "results.json").read_text())
+        assert results["attention"]["name"] == name and results["steps"] == 2
