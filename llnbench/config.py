@@ -48,12 +48,29 @@ def _hydra_compose(job: str, overrides: list[str]) -> Any:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    _register_bare_attentions()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return hydra_compose(config_name=job, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _register_bare_attentions() -> None:
+    """Make ``attention=<name>`` work for a registered mechanism that has no yaml yet.
+
+    Adding a mechanism stays one file and one registry line: its options then take the class
+    defaults. ``conf/attention/<name>.yaml`` (which documents the options) wins when it exists.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from llnbench.attention import ATTENTIONS
+
+    store = ConfigStore.instance()
+    for name in ATTENTIONS:
+        if not (config_dir() / "attention" / f"{name}.yaml").is_file():
+            store.store(group="attention", name=name, node={"name": name})
 
 
 def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None = None) -> str:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 
+from llnbench.attention import ATTENTIONS, attention_options
 from llnbench.config import compose, config_dir, from_dict, sweep_overrides, to_container
 from llnbench.errors import ConfigError
 from llnbench.schema import AttentionConfig
@@ -95,3 +96,23 @@ def test_attention_config_reads_its_own_saved_form() -> None:
     """Checkpoints store AttentionConfig as {name, options}; loading must accept that form."""
     saved = {"name": "lln", "options": {"eps": 1e-5}}
     assert AttentionConfig.from_config(saved) == AttentionConfig("lln", {"eps": 1e-5})
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTIONS))
+def test_every_attention_has_a_config_group_with_its_defaults(name: str) -> None:
+    """`attention=<name>` composes for every registered mechanism, and the yaml's options exist."""
+    cfg = to_container(compose("pretrain", [f"attention={name}"]))["attention"]
+    attention = AttentionConfig.from_config(cfg)
+    assert attention.name == name
+    defaults = attention_options(name)
+    for key, value in attention.options.items():
+        assert value == defaults[key], f"conf/attention/{name}.yaml {key}={value} != class default"
+
+
+def test_a_new_mechanism_needs_no_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One file and one registry line make `attention=<name>` work; options take class defaults."""
+    from llnbench import attention
+
+    monkeypatch.setitem(attention._REGISTRY, "softmax_twin", "softmax:SoftmaxAttention")
+    cfg = to_container(compose("pretrain", ["attention=softmax_twin"]))["attention"]
+    assert cfg == {"name": "softmax_twin"}
