@@ -143,6 +143,24 @@ def test_local_mnli_original_tsv_with_stray_quotes(tmp_path):
     assert data["test_matched"][0] == {"premise": 'X "y', "hypothesis": "Z", "label": -1, "idx": 5}
 
 
+def test_local_cola_original_tsv_has_no_header(tmp_path):
+    """CoLA's train/dev.tsv are header-less (source, label, author mark, sentence); test.tsv has one."""
+    train = write(
+        tmp_path / "train.tsv",
+        ["gj04\t1\t\tOur friends won't buy this analysis.", 'gj04\t0\t*\tThey "drank the pub.'],
+    )
+    dev = write(tmp_path / "dev.tsv", ["cj99\t1\t\tThe more we study, the less we know."])
+    test = write(tmp_path / "test.tsv", ["id\tsentence", "0\tBill whistled past the house."])
+    cfg = local(tmp_path, train_file=train, validation_file=dev, test_file=test)
+    data = load_task(get_task("cola"), cfg)
+    assert data["train"]["sentence"] == [
+        "Our friends won't buy this analysis.",
+        'They "drank the pub.',
+    ]
+    assert data["train"]["label"] == [1, 0] and data["validation"]["label"] == [1]
+    assert data["test"][0] == {"sentence": "Bill whistled past the house.", "label": -1, "idx": 0}
+
+
 def test_local_csv_json_and_overrides(tmp_path):
     spec = get_task("stsb")
     csv = write(tmp_path / "t.csv", ["a,b,sim", '"One, two",Three,4.5', "Four,Five,0.25"])

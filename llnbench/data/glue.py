@@ -41,6 +41,8 @@ class TaskSpec:
     submit_label_names: bool = False  # MNLI/QNLI/RTE submissions use names, others ids
     tsv_text_columns: tuple[str, ...] = ()  # the original GLUE TSV names, tried after the hub's
     tsv_label_column: str | None = None
+    # CoLA's original train/dev TSVs have no header row: their columns, in order
+    tsv_headerless_columns: tuple[str, ...] = ()
     description: str = ""
 
     @property
@@ -71,7 +73,8 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             "cola", "cola", ("sentence",), 2, ("matthews_correlation",), "matthews_correlation",
             ("unacceptable", "acceptable"), submission_files=(("test", "CoLA.tsv"),),
-            tsv_text_columns=("sentence",),
+            tsv_text_columns=("sentence",), tsv_label_column="label",
+            tsv_headerless_columns=("source", "label", "author_label", "sentence"),
             description="CoLA: grammatical acceptability",
         ),
         TaskSpec(
@@ -258,9 +261,10 @@ def _features(spec: TaskSpec, extra: dict | None = None):
     return Features({**cols, "label": label, "idx": Value("int64"), **(extra or {})})
 
 
-def read_table(path: Path, cache_dir: str | None = None):
+def read_table(path: Path, cache_dir: str | None = None, column_names: Sequence[str] = ()):
     """A .tsv (tab, QUOTE_NONE: GLUE's TSVs hold stray quotes), .csv or .json/.jsonl file, read
-    with datasets' packaged builders; strings are kept verbatim (no NA guessing)."""
+    with datasets' packaged builders; strings are kept verbatim (no NA guessing). ``column_names``
+    names the columns of a file without a header row."""
     import datasets
 
     if not path.is_file():
@@ -269,6 +273,8 @@ def read_table(path: Path, cache_dir: str | None = None):
     kwargs: dict
     if suffix == ".tsv":
         builder, kwargs = "csv", {"sep": "\t", "quoting": 3, "na_filter": False}
+        if column_names:
+            kwargs |= {"column_names": list(column_names), "header": None}
     elif suffix == ".csv":
         builder, kwargs = "csv", {"na_filter": False}
     elif suffix in (".json", ".jsonl"):
@@ -330,11 +336,25 @@ def _label_value(value, spec: TaskSpec, path: Path):
     )
 
 
+def _headerless_columns(path: Path, spec: TaskSpec) -> tuple[str, ...]:
+    """The task's header-less TSV columns when ``path`` is such a file (CoLA's train/dev.tsv:
+    4 fields, a 0/1 label second), else ()."""
+    names = spec.tsv_headerless_columns
+    if not names or path.suffix.lower() != ".tsv" or not path.is_file():
+        return ()
+    with path.open(encoding="utf-8") as f:
+        fields = f.readline().rstrip("\n").split("\t")
+    label = names.index(spec.tsv_label_column) if spec.tsv_label_column in names else None
+    looks_like_data = label is not None and fields[label].strip() in {"0", "1"}
+    return names if len(fields) == len(names) and looks_like_data else ()
+
+
 def read_split_file(path: Path, spec: TaskSpec, cfg: GlueDataConfig, is_test: bool = False):
     """One local split in the loader's common shape."""
     from datasets import Dataset
 
-    table = read_table(path, cfg.cache_dir)
+    headerless = _headerless_columns(path, spec)
+    table = read_table(path, cfg.cache_dir, headerless)
     found = table.column_names
     text_cols = _pick_columns(spec, cfg, found, path)
     label_col = next((c for c in (cfg.label_column, spec.tsv_label_column) if c in found), None)
