@@ -9,6 +9,7 @@ from helpers import qkv, right_padding_mask, with_junk_padding
 from llnbench.attention import build_attention
 from llnbench.attention.lln import LLNAttention
 from llnbench.attention.reference import lln_matrix, lln_temperatures
+from llnbench.errors import ConfigError
 
 
 def lln(causal: bool = False, **options) -> LLNAttention:
@@ -216,3 +217,31 @@ def test_bf16_autocast_keeps_fp32_core() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attn(q, k, v)
     torch.testing.assert_close(out, attn(q, k, v), atol=1e-6, rtol=1e-5)
+
+
+def test_matmul_dtype_bf16_stays_close_forward_and_backward() -> None:
+    """Opt-in bf16 matmuls (fp32 features and normalisation) track the float64 formula to ~1%."""
+    q64, k64, v64 = (t.requires_grad_() for t in qkv(2, 4, 256, 64))
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q64, k64, v64))
+    attn = lln(d=64, matmul_dtype="bf16").train()
+    out = attn(q32, k32, v32)
+    assert out.dtype == torch.float32
+    ref = reference_out(attn, q64, k64, v64)
+    grad = torch.randn_like(ref)
+    (out * grad.float()).sum().backward()
+    (ref * grad).sum().backward()
+    for mine, theirs in [
+        (out, ref),
+        (q32.grad, q64.grad),
+        (k32.grad, k64.grad),
+        (v32.grad, v64.grad),
+    ]:
+        err = (mine.double() - theirs).abs().max() / theirs.abs().max()
+        assert 1e-6 < err < 3e-2, err  # lower bound: bf16 really was used
+
+
+def test_matmul_dtype_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"LLN matmul_dtype .*'fp16'.*allowed: fp32, bf16"):
+        lln(matmul_dtype="fp16")
+    with pytest.raises(ConfigError, match="bidirectional attention only"):
+        lln(True, matmul_dtype="bf16")

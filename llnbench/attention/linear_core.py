@@ -31,6 +31,7 @@ from llnbench.attention.base import (
 )
 
 GUARDS = ("add", "clamp")
+MATMUL_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # Rows of the chunk-to-chunk decay matrix processed at once: bounds its memory to
 # _CHUNK_ROWS x (N / chunk) per head, so causal memory stays linear in N.
 _CHUNK_ROWS = 512
@@ -79,19 +80,29 @@ def linear_attention(
     guard: str = "add",
     chunk: int = 64,
     key_shift: Tensor | None = None,
+    matmul_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Normalised linear attention; see the module docstring. Returns (B, H, N, D).
 
     ``key_shift`` (causal only): per-key log divisor already applied to phi_k, non-decreasing in N.
+    ``matmul_dtype`` (bidirectional, opt-in): feed the two big matmuls in this dtype (bf16 tensor
+    cores accumulate in fp32); features, state and normalisation stay in the input dtype.
     """
     phi_k, v = mask_keys(phi_k, v, key_mask)
     v = _with_ones(v)  # one pass then yields numerator and denominator together
     if causal:
         num_den = _causal_chunked(phi_q, phi_k, v, chunk, key_shift)
     else:
-        num_den = phi_q @ (phi_k.transpose(-2, -1) @ v)  # (B, H, F, D + 1) state, never N x N
+        state = _matmul(phi_k.transpose(-2, -1), v, matmul_dtype)  # (B, H, F, D + 1), never N x N
+        num_den = _matmul(phi_q, state, matmul_dtype)
     num, den = num_den[..., :-1], num_den[..., -1:]
     return num / guard_denominator(den, eps, guard)
+
+
+def _matmul(a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
+    if dtype is None or dtype == a.dtype:
+        return a @ b
+    return (a.to(dtype) @ b.to(dtype)).to(a.dtype)
 
 
 def _with_ones(v: Tensor) -> Tensor:
@@ -211,6 +222,7 @@ class FeatureMapAttention(Attention):
     guard: ClassVar[str] = "add"
     eps: float
     chunk: int
+    matmul_dtype: str = "fp32"  # a MATMUL_DTYPES key; subclasses that offer the option set it
 
     @abc.abstractmethod
     def feature_maps(
@@ -232,7 +244,7 @@ class FeatureMapAttention(Attention):
             phi_q, phi_k, shift = self.feature_maps(q, k, key_mask, eval_path=False)
             out = linear_attention(
                 phi_q, phi_k, v, key_mask, causal=self.causal, eps=self.eps, guard=self.guard,
-                chunk=self.chunk, key_shift=shift,
+                chunk=self.chunk, key_shift=shift, matmul_dtype=MATMUL_DTYPES[self.matmul_dtype],
             )  # fmt: skip
         return out.to(out_dtype)
 

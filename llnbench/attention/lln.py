@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from llnbench.attention.base import masked_std
-from llnbench.attention.linear_core import FeatureMapAttention, exp_features
+from llnbench.attention.linear_core import MATMUL_DTYPES, FeatureMapAttention, exp_features
 from llnbench.errors import ConfigError, one_of
 
 # Published moment-matching constants (fitted at head dim 64).
@@ -99,6 +99,7 @@ class LLNAttention(FeatureMapAttention):
         fixed_alpha_beta: tuple[float, float] | list[float] | None = None,
         momentum: float = 0.1,
         chunk: int = 64,
+        matmul_dtype: str = "fp32",
     ):
         super().__init__(num_heads=num_heads, head_dim=head_dim, causal=causal, dropout=dropout)
         if stats_scope not in STATS_SCOPES:
@@ -107,6 +108,14 @@ class LLNAttention(FeatureMapAttention):
             raise ConfigError(f"fixed_alpha_beta must be two numbers, got {fixed_alpha_beta!r}")
         if chunk < 1:
             raise ConfigError(f"LLN chunk must be positive, got {chunk}")
+        if matmul_dtype not in MATMUL_DTYPES:
+            raise one_of("LLN matmul_dtype", matmul_dtype, list(MATMUL_DTYPES))
+        if causal and matmul_dtype != "fp32":
+            raise ConfigError(
+                f"LLN matmul_dtype={matmul_dtype} applies to bidirectional attention only; "
+                "causal LLN runs its chunked core in fp32"
+            )
+        self.matmul_dtype = matmul_dtype
         self.a, self.b = moment_constants(head_dim, constants)
         self.eps = float(eps)
         self.constants = constants
@@ -127,6 +136,7 @@ class LLNAttention(FeatureMapAttention):
             "b": round(self.b, 6),
             "moment_matching": self.moment_matching,
             "stats_scope": self.stats_scope,
+            "matmul_dtype": self.matmul_dtype,
         }
 
     # -- temperatures -------------------------------------------------------------------------
