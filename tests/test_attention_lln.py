@@ -25,6 +25,20 @@ def reference_out(attn: LLNAttention, q, k, v, mask=None, scope="batch"):
     return lln_matrix(q, k, alpha, beta, mask, attn.causal) @ v.double()
 
 
+def fp32_errors(attn: LLNAttention, n: int) -> list[float]:
+    """Max relative error of fp32 output and q, k, v gradients against the float64 formula."""
+    q64, k64, v64 = (t.requires_grad_() for t in qkv(2, 4, n, 64))
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q64, k64, v64))
+    out32 = attn(q32, k32, v32)
+    assert out32.dtype == torch.float32
+    ref = reference_out(attn, q64, k64, v64)
+    grad = torch.randn_like(ref)
+    (out32 * grad.float()).sum().backward()
+    (ref * grad).sum().backward()
+    pairs = [(out32, ref), (q32.grad, q64.grad), (k32.grad, k64.grad), (v32.grad, v64.grad)]
+    return [float((a.double() - b).abs().max() / b.abs().max()) for a, b in pairs]
+
+
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
 @pytest.mark.parametrize("d", [4, 8, 64], ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
@@ -37,22 +51,8 @@ def test_float64_matches_formula(n: int, d: int, causal: bool) -> None:
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 def test_float32_forward_and_backward_within_1e4(causal: bool) -> None:
     """Issue acceptance: fp32 LLN equals the float64 formula to <= 1e-4 relative, fwd and bwd."""
-    q64, k64, v64 = (t.requires_grad_() for t in qkv(2, 4, 300, 64))
-    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q64, k64, v64))
-    attn = lln(causal, d=64, chunk=64).train()
-    out32 = attn(q32, k32, v32)
-    ref = reference_out(attn, q64, k64, v64)
-    grad = torch.randn_like(ref)
-    (out32 * grad.float()).sum().backward()
-    (ref * grad).sum().backward()
-    for mine, theirs in [
-        (out32, ref),
-        (q32.grad, q64.grad),
-        (k32.grad, k64.grad),
-        (v32.grad, v64.grad),
-    ]:
-        err = (mine.double() - theirs).abs().max() / theirs.abs().max()
-        assert err < 1e-4, err
+    errors = fp32_errors(lln(causal, d=64, chunk=64).train(), n=300)
+    assert max(errors) < 1e-4, errors
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
@@ -221,23 +221,8 @@ def test_bf16_autocast_keeps_fp32_core() -> None:
 
 def test_matmul_dtype_bf16_stays_close_forward_and_backward() -> None:
     """Opt-in bf16 matmuls (fp32 features and normalisation) track the float64 formula to ~1%."""
-    q64, k64, v64 = (t.requires_grad_() for t in qkv(2, 4, 256, 64))
-    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q64, k64, v64))
-    attn = lln(d=64, matmul_dtype="bf16").train()
-    out = attn(q32, k32, v32)
-    assert out.dtype == torch.float32
-    ref = reference_out(attn, q64, k64, v64)
-    grad = torch.randn_like(ref)
-    (out * grad.float()).sum().backward()
-    (ref * grad).sum().backward()
-    for mine, theirs in [
-        (out, ref),
-        (q32.grad, q64.grad),
-        (k32.grad, k64.grad),
-        (v32.grad, v64.grad),
-    ]:
-        err = (mine.double() - theirs).abs().max() / theirs.abs().max()
-        assert 1e-6 < err < 3e-2, err  # lower bound: bf16 really was used
+    errors = fp32_errors(lln(d=64, matmul_dtype="bf16").train(), n=256)
+    assert all(1e-6 < err < 3e-2 for err in errors), errors  # lower bound: bf16 really was used
 
 
 def test_matmul_dtype_is_validated() -> None:
