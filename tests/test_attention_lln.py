@@ -35,7 +35,12 @@ def fp32_errors(attn: LLNAttention, n: int) -> list[float]:
     grad = torch.randn_like(ref)
     (out32 * grad.float()).sum().backward()
     (ref * grad).sum().backward()
-    pairs = [(out32.detach(), ref.detach()), (q32.grad, q64.grad), (k32.grad, k64.grad), (v32.grad, v64.grad)]
+    pairs = [
+        (out32.detach(), ref.detach()),
+        (q32.grad, q64.grad),
+        (k32.grad, k64.grad),
+        (v32.grad, v64.grad),
+    ]
     return [((a.double() - b).abs().max() / b.abs().max()).item() for a, b in pairs]
 
 
