@@ -6,6 +6,8 @@ from helpers import tiny_pretrain_args
 from typer.testing import CliRunner
 
 from llnbench.cli import app
+from llnbench.reporting.discover import Run
+from llnbench.reporting.sections import glue_section
 
 
 def invoke(*args: str):
@@ -43,3 +45,33 @@ def test_report_without_runs_is_one_line(tmp_path) -> None:
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
     assert not (tmp_path / "out").exists()  # nothing written for a failed report
+
+
+def glue_run(tmp_path, folder: str, attention: str, pretrained: str | None, scores: dict) -> Run:
+    results = {
+        "job": "glue", "attention": {"name": attention}, "init": {"pretrained": pretrained, "step": 10},
+        "model": {"name": "tiny", "layers": 2, "hidden": 128}, "device": "cpu", "precision": "fp32",
+        "seeds": [0, 1], "tasks": {t: {"score": s, "score_std": 0.01} for t, s in scores.items()},
+    }  # fmt: skip
+    return Run(tmp_path / folder, "glue", results)
+
+
+def test_glue_section_averages_the_papers_tasks_and_keeps_controls_apart(tmp_path) -> None:
+    four = {"mnli": 0.80, "qnli": 0.85, "qqp": 0.86, "sst2": 0.91}
+    runs = [
+        glue_run(tmp_path, "a", "lln", "p/lln", {"mnli": 0.80, "qnli": 0.85}),
+        glue_run(tmp_path, "b", "lln", "p/lln", {"qqp": 0.86, "sst2": 0.91}),  # merged with a
+        glue_run(tmp_path, "c", "softmax", "p/softmax", four),
+        glue_run(tmp_path, "d", "softmax", None, {"sst2": 0.70}),  # from scratch: its own row
+        glue_run(tmp_path, "e", "softmax", "p/softmax2", {"sst2": 0.92}),  # same task again
+    ]
+    text, csv_rows, missing = glue_section(runs, [])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
+    assert "| 80.0 ± 1.0 | 85.0 ± 1.0 | 86.0 ± 1.0 | 91.0 ± 1.0 | 85.5 | 85.4 |" in rows["lln"]
+    assert "85.5 | 87.0 |" in rows["softmax"]  # (80 + 85 + 86 + 91) / 4 beside the paper's
+    assert "70.0 ± 1.0" in rows["softmax (from scratch)"]
+    assert "92.0 ± 1.0" in rows["softmax [e]"]
+    assert "from scratch (no pretraining)" in text
+    assert len(csv_rows) == 4 + 4 + 1 + 1
+    assert "no GLUE runs found for lln_diag" in missing
+    assert not [m for m in missing if "from scratch" in m or "[e]" in m]

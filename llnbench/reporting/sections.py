@@ -214,7 +214,9 @@ def glue_section(runs: list[Run], pretrain_runs: list[Run]) -> Section:
     by_mechanism: dict[str, dict[str, tuple[float | None, float | None]]] = {}
     context: dict[str, list[str]] = {}
     for run in runs:
-        name, tasks = _glue_attention(run), run.results.get("tasks") or {}
+        name, tasks = _glue_row_label(run), run.results.get("tasks") or {}
+        if set(tasks) & set(by_mechanism.get(name, {})):  # a second run of the same task: own row
+            name = f"{name} [{run.path.name}]"
         for task, summary in tasks.items():
             by_mechanism.setdefault(name, {})[task] = (summary.get("score"),
                                                        summary.get("score_std"))  # fmt: skip
@@ -230,7 +232,7 @@ def glue_section(runs: list[Run], pretrain_runs: list[Run]) -> Section:
             if t in tasks:
                 csv_rows.append({"attention": name, "task": t, "score": tasks[t][0],
                                  "std": tasks[t][1]})  # fmt: skip
-        if average is None:
+        if average is None and name in published.GLUE_AVERAGE:  # controls need no average
             absent = [t for t in published.GLUE_TASKS if t not in tasks]
             missing.append(f"GLUE average for {name}: no runs of {', '.join(absent)}")
     for name in published.CORE_MECHANISMS:
@@ -250,8 +252,11 @@ def glue_section(runs: list[Run], pretrain_runs: list[Run]) -> Section:
     return text, csv_rows, missing
 
 
-def _glue_attention(run: Run) -> str:
-    return (run.results.get("attention") or {}).get("name", "?")
+def _glue_row_label(run: Run) -> str:
+    """The attention, marked when fine-tuned from scratch (a control, not the mechanism's score)."""
+    name = (run.results.get("attention") or {}).get("name", "?")
+    pretrained = (run.results.get("init") or {}).get("pretrained")
+    return name if pretrained else f"{name} (from scratch)"
 
 
 def _glue_context(run: Run) -> str:
