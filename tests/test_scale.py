@@ -97,7 +97,7 @@ def test_summary_ratios_and_growth() -> None:
 
 
 def test_model_scope_times_a_training_step(tmp_path) -> None:
-    data, _ = run_scale(
+    data, output = run_scale(
         tmp_path, "--scope", "model", "--attention", "softmax,lln_diag", "--min-len", "32",
         "--max-len", "64", "model.layers=1", "model.hidden=64", "model.heads=1", "model.ffn=128",
         "wandb.mode=disabled",
@@ -105,3 +105,4 @@ def test_model_scope_times_a_training_step(tmp_path) -> None:
     assert len(data["rows"]) == 2 * 2 * 2
     assert all(r["status"] == "ok" and r["scope"] == "model" for r in data["rows"])
     assert {r["head_dim"] for r in data["rows"]} == {64}
+    assert "model base (1 layers x 64, 1 heads), one training step" in output

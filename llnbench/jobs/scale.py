@@ -112,8 +112,8 @@ def run(cfg: ScaleConfig) -> Path:
         config=as_plain(cfg), wandb_cfg=cfg.wandb,
     )  # fmt: skip
     console.print(
-        f"[bold]llnbench scale[/bold] {device} {dtype_name(dtype)}, B={cfg.batch_size} "
-        f"H={cfg.heads} d={cfg.head_dim}, N={cfg.min_len}..{cfg.max_len}, "
+        f"[bold]llnbench scale[/bold] {device} {dtype_name(dtype)}, {shape_text(cfg)}, "
+        f"N={cfg.min_len}..{cfg.max_len}, "
         f"{'causal' if cfg.causal else 'bidirectional'}, SDPA backend {backend}, "
         f"{torch.get_num_threads()} threads"
     )
@@ -179,6 +179,15 @@ def base_row(cfg: ScaleConfig, name: str, n: int, mode: str, dtype: torch.dtype)
         "dtype": dtype_name(dtype), "scope": cfg.scope,
         "model": cfg.model.name if model else None, "options": cfg.options.get(name, {}),
     }  # fmt: skip
+
+
+def shape_text(cfg: ScaleConfig) -> str:
+    """What one cell runs: one attention call (layer scope) or one training step of a model."""
+    if cfg.scope == "model":
+        m = cfg.model
+        return (f"B={cfg.batch_size}, model {m.name} ({m.layers} layers x {m.hidden}, {m.heads} "
+                f"heads), one training step (fwd+bwd+AdamW)")  # fmt: skip
+    return f"B={cfg.batch_size} H={cfg.heads} d={cfg.head_dim}, one attention call"
 
 
 def cannot_run(cfg: ScaleConfig, name: str, n: int, mode: str, device: torch.device) -> str | None:

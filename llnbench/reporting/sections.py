@@ -60,8 +60,15 @@ def scale_section(runs: list[Run], out_dir: Path) -> Section:
         scope = data["config"].get("scope", "layer")
         scopes.add(scope)
         memory = any(r.get("peak_mib") is not None for r in rows)
+        model = data["config"].get("model") or {}
+        shape = (
+            f"model {model.get('name')} ({model.get('layers')} layers × {model.get('hidden')}, "
+            f"{rows[0]['heads']} heads), one training step (fwd+bwd+AdamW)"
+            if scope == "model"
+            else f"H={rows[0]['heads']}, d={rows[0]['head_dim']}"
+        )
         parts.append(f"### {run.path.name}: {scope} scope\n\n{machine_line(machine)}; "
-                     f"B={rows[0]['batch']}, H={rows[0]['heads']}, d={rows[0]['head_dim']}"
+                     f"B={rows[0]['batch']}, {shape}"
                      f"{', causal' if rows[0]['causal'] else ''}"
                      f"{'' if memory else '; peak memory not measured on CPU'}.\n")  # fmt: skip
         base = baseline_index(rows)
