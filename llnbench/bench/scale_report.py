@@ -119,12 +119,16 @@ def write_plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) 
     colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     lengths = sorted({r["seq_len"] for r in rows})
     for ax, (key, label) in zip(axes[0], panels):
+        labelled: set[str] = (
+            set()
+        )  # one legend entry per mechanism (colour); the title says the style
         for (name, mode), group in _groups(rows).items():
             pts = [(r["seq_len"], r[key]) for r in group if _ok(r) and r.get(key)]
             style = "-" if mode == "fwdbwd" else "--"
             if pts:
                 ax.plot(*zip(*pts), style, marker="o", ms=3, color=colours[name],
-                        label=f"{name} {mode}")  # fmt: skip
+                        label=None if name in labelled else name)  # fmt: skip
+                labelled.add(name)
             for r in group:
                 if r["status"] in ("oom", "error") or (r["status"] == "skipped" and pts):
                     y = pts[-1][1] if pts else 1.0
