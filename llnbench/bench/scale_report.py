@@ -119,9 +119,8 @@ def write_plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) 
     colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     lengths = sorted({r["seq_len"] for r in rows})
     for ax, (key, label) in zip(axes[0], panels):
-        labelled: set[str] = (
-            set()
-        )  # one legend entry per mechanism (colour); the title says the style
+        # one legend entry per mechanism (its colour); the title explains solid and dashed
+        labelled: set[str] = set()
         for (name, mode), group in _groups(rows).items():
             pts = [(r["seq_len"], r[key]) for r in group if _ok(r) and r.get(key)]
             style = "-" if mode == "fwdbwd" else "--"
