@@ -31,16 +31,44 @@ def config_dir() -> Path:
 # Composition
 
 
+# Plain keys of a job's config that share their name with a config group of another job
+# (`llnbench lra task=listops` beside GLUE's conf/task/): Hydra would take `task=...` for a group
+# choice, so these overrides are applied to the composed config instead.
+PLAIN_KEYS: dict[str, tuple[str, ...]] = {"lra": ("task",)}
+
+
 def compose(job: str, overrides: list[str]) -> Any:
     """Compose ``conf/<job>.yaml`` with Hydra overrides; returns a resolved DictConfig."""
     from omegaconf import OmegaConf
 
     try:
-        cfg = _hydra_compose(job, overrides)
+        plain, rest = _split_plain(job, overrides)
+        cfg = _hydra_compose(job, rest)
+        for key, value in plain:
+            OmegaConf.update(cfg, key, value, merge=False)
         OmegaConf.resolve(cfg)
         return cfg
     except Exception as err:  # Hydra/OmegaConf raise many types; all are user errors here
         raise ConfigError(hydra_message(err, job, overrides)) from None
+
+
+def _split_plain(job: str, overrides: list[str]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """(key, value) of the overrides of ``PLAIN_KEYS[job]``, and the others for Hydra."""
+    keys = PLAIN_KEYS.get(job, ())
+    if not keys:
+        return [], list(overrides)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    plain, rest = [], []
+    for text in overrides:
+        override = parser.parse_override(text)
+        change = not (override.is_add() or override.is_force_add() or override.is_delete())
+        if override.key_or_group in keys and change and not override.is_sweep_override():
+            plain.append((override.key_or_group, override.value()))
+        else:
+            rest.append(text)
+    return plain, rest
 
 
 def _hydra_compose(job: str, overrides: list[str]) -> Any:

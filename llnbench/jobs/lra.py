@@ -1,0 +1,372 @@
+"""``llnbench lra``: the encoder with a classification head trained from scratch on a generated
+Long Range Arena task (the LRA protocol: no pretraining), with any attention.
+
+    llnbench lra task=listops attention=lln            # CPU default: minutes, lengths < 256
+    llnbench lra task=pathfinder32 attention=softmax   # 32×32 pixels = 1,024 tokens
+    llnbench lra preset=lra_listops attention=lara     # the LRA sizes (length 2,000), GPU
+    llnbench lra --multirun attention=softmax,lln,lln_diag,lara,performer trainer.seeds=[0,1]
+
+Training is GLUE's fine-tuning machinery (``train.finetune.run_seed`` on the shared Trainer): one
+folder per seed (``seed<k>/``: checkpoint.pt, best.pt, result.json, predictions), resume, seeds as
+mean ± std. The best checkpoint by validation accuracy is scored on the test split. Beside accuracy
+the run records training speed (steps/s: median over logging intervals of the train-step time,
+evaluation excluded) and the working memory of one training step (``bench.memory``), the three
+axes of LRA's quality-speed-memory chart (``llnbench report``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from llnbench.bench.machine import machine_info
+from llnbench.bench.memory import working_memory_mib
+from llnbench.console import console
+from llnbench.data.glue import pad_batch
+from llnbench.data.listops import PAD
+from llnbench.data.lra import (
+    LraData,
+    LraDataConfig,
+    LraTask,
+    get_lra_task,
+    load_lra,
+    resolve_data,
+)
+from llnbench.devices import dtype_name
+from llnbench.errors import ConfigError
+from llnbench.jobs.glue import preflight
+from llnbench.jobs.glue_report import mean_std, summarize_task
+from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
+from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.schema import AttentionConfig, WandbConfig
+from llnbench.tracking import Tracker
+from llnbench.train import distributed
+from llnbench.train.finetune import (
+    EncodedTask,
+    FinetuneRun,
+    FinetuneTrainerConfig,
+    build_model,
+    read_result,
+    run_seed,
+)
+from llnbench.train.loop import resolve_precision
+
+CURVES = "lra_curves.png"
+
+
+@dataclass
+class LraConfig:
+    task: str = "listops"  # listops | pathfinder32 | pathfinder64
+    seed: int = 0  # the training seed when trainer.seeds is null
+    run_dir: str | None = None
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # max_len, vocab_size: from the task
+    data: LraDataConfig = field(default_factory=LraDataConfig)
+    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def validate(self) -> None:
+        resolve_data(get_lra_task(self.task), self.data)  # unknown task, bad lengths, sizes
+        if self.data.workers is not None and self.data.workers < 1:
+            raise ConfigError(f"data.workers must be positive or null, got {self.data.workers}")
+
+    def model_for(self, task: LraTask, sequence_length: int) -> ModelConfig:
+        """The encoder shape with the task's vocabulary and positions for [CLS] + sequence."""
+        return dataclasses.replace(self.model, max_len=sequence_length, vocab_size=task.vocab_size)
+
+
+def run(cfg: LraConfig) -> Path:
+    dist, device = distributed.setup(cfg.trainer.device)
+    try:
+        return _run(cfg, dist, device)
+    finally:
+        distributed.teardown(dist)
+
+
+def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
+    task = get_lra_task(cfg.task)
+    trainer_cfg = cfg.trainer.with_recipe(task.name, task.recipe)
+    seeds = cfg.trainer.seeds or [cfg.seed]
+    if dist.is_main:  # rank 0 generates and fills the cache; the others then read it
+        data = load_data(task.name, cfg.data)
+    distributed.barrier(dist)
+    if not dist.is_main:
+        data = load_lra(task.name, cfg.data)
+    model_cfg = cfg.model_for(task, data.resolved.sequence_length)
+    label = f"{task.name}-{cfg.attention.name}"
+    run_dir = Path(distributed.broadcast(
+        str(new_run_dir("lra", label, cfg.run_dir)) if dist.is_main else None, dist
+    ))  # fmt: skip
+    folders = {seed: run_dir / f"seed{seed}" for seed in seeds}
+    signature = {
+        **shape_signature(model_cfg, cfg.attention),
+        "task": task.name,
+        "data": data.resolved.describe(),
+    }
+    preflight(run_dir, dict.fromkeys(folders.values(), signature), cfg.trainer.resume)
+    config = as_plain(cfg)
+    tracker = Tracker(run_dir, job="lra", name=label, config=config, wandb_cfg=cfg.wandb,
+                      enabled=dist.is_main, resume=True)  # fmt: skip
+    encoded = EncodedTask(
+        data.spec,
+        train=data.splits["train"],
+        validation={"validation": data.splits["validation"], "test": data.splits["test"]},
+        test={},
+    )
+    ft = FinetuneRun(
+        encoded, model_cfg, cfg.attention, PAD, None, trainer_cfg, signature, config, device,
+        dist, submission=False,
+    )  # fmt: skip
+    if dist.is_main:
+        save_config(run_dir, cfg)
+        describe_run(cfg, data, model_cfg, trainer_cfg, seeds, device, run_dir)
+    per_seed: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        done = read_result(folders[seed])
+        if done is not None and dist.is_main:
+            console.print(f"{task.name} seed {seed}: finished earlier, reusing {folders[seed]}")
+        per_seed[seed] = done or run_seed(ft, seed, folders[seed], tracker)  # type: ignore[assignment]
+    if not dist.is_main:
+        return run_dir
+    rows = tracker_rows(tracker, task.name)
+    speeds = {seed: steps_per_second(rows, seed) for seed in seeds}
+    memory = step_memory_mib(ft, trainer_cfg.batch_size or 1)
+    results = summarize(
+        cfg, data, encoded, model_cfg, trainer_cfg, per_seed, speeds, memory, device
+    )
+    console.print(result_table(results))
+    console.print(memory_line(results))
+    write_curves(results, run_dir / CURVES)
+    tracker.image("lra/curves", run_dir / CURVES)
+    tracker.table("lra/results", [
+        {"seed": int(s), "steps_per_s": r["steps_per_s"], **r["metrics"]}
+        for s, r in results["seeds"].items()
+    ])  # fmt: skip
+    tracker.finish(results)
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    return run_dir
+
+
+def load_data(task: str, cfg: LraDataConfig) -> LraData:
+    """``load_lra`` with a progress bar while generating, and one line on what was loaded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from llnbench.console import err_console
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err_console, transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:  # fmt: skip
+        bars: dict[str, Any] = {}
+
+        def report(split: str, done: int, total: int) -> None:
+            if split not in bars:
+                bars[split] = progress.add_task(f"generating {task} {split}", total=total)
+            progress.update(bars[split], completed=done)
+
+        data = load_lra(task, cfg, report)
+    sizes = ", ".join(f"{s} {len(data.splits[s]):,}" for s in ("train", "validation", "test"))
+    how = "from cache" if data.from_cache else "generated"
+    console.print(f"data {task}: {sizes}; {how} in {data.seconds:.1f} s ({data.cache_path})")
+    return data
+
+
+def tracker_rows(tracker: Tracker, task: str) -> list[dict[str, Any]]:
+    import json
+
+    path = tracker.metrics_path
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row.get("task") == task]
+
+
+def steps_per_second(rows: list[dict[str, Any]], seed: int) -> float | None:
+    """1 / median train-step time over the seed's logging intervals (a median: the first
+    interval's warm-up and other jobs' bursts on a shared machine move it least)."""
+    times = [
+        row["train/step_time_s"]
+        for row in rows
+        if row.get("seed") == seed and row.get("train/step_time_s")
+    ]
+    return 1.0 / statistics.median(times) if times else None
+
+
+def step_memory_mib(ft: FinetuneRun, batch_size: int) -> float | None:
+    """Working memory of one training step (forward, loss, backward) on the batch of the
+    ``batch_size`` longest training sequences, with fresh weights (``bench.memory``)."""
+    split = ft.data.train
+    longest = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))[-batch_size:]
+    batch = pad_batch([split[i] for i in longest], PAD)
+    ids, mask, labels = (batch[k].to(ft.device) for k in ("input_ids", "attention_mask", "labels"))
+    torch.manual_seed(0)
+    model = build_model(ft.data.spec, ft.model, ft.attention, PAD).to(ft.device).train()
+    dtype = resolve_precision(ft.trainer.precision, ft.device)
+
+    def step() -> None:
+        with torch.autocast(ft.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss, _ = model(ids, labels, mask)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return working_memory_mib(step, ft.device)
+
+
+def summarize(
+    cfg: LraConfig, data: LraData, encoded: EncodedTask, model_cfg: ModelConfig,
+    trainer: FinetuneTrainerConfig,
+    per_seed: dict[int, dict[str, Any]], speeds: dict[int, float | None], memory: float | None,
+    device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """results.json: accuracy (test of the best-validation checkpoint, and validation), speed
+    and memory, each with the seeds behind it."""
+    encoded_summary = summarize_task(data.spec, encoded, trainer, per_seed)
+    for seed, entry in encoded_summary["seeds"].items():
+        entry["steps_per_s"] = speeds[int(seed)]
+    test, test_std = (
+        encoded_summary["mean"]["accuracy_test"],
+        encoded_summary["std"]["accuracy_test"],
+    )
+    speed, speed_std = mean_std(list(speeds.values()))
+    batch = trainer.batch_size or 1
+    return {
+        "task": data.task.name,
+        "description": data.task.description,
+        "attention": cfg.attention.to_dict(),
+        "model": dataclasses.asdict(model_cfg),
+        "parameters": parameter_count(data, model_cfg, cfg.attention),
+        "seq_len": data.resolved.sequence_length,
+        "data": data.summary(),
+        "seeds": encoded_summary["seeds"],
+        "seed_list": list(per_seed),
+        "recipe": encoded_summary["recipe"],
+        "steps": next(iter(per_seed.values()))["steps"],
+        "batch_size": batch,
+        "device": str(device),
+        "precision": dtype_name(resolve_precision(trainer.precision, device)),
+        "threads": torch.get_num_threads(),
+        "machine": machine_info(device, dtype_name(resolve_precision(trainer.precision, device))),
+        "test_accuracy": test,
+        "test_accuracy_std": test_std,
+        "validation_accuracy": encoded_summary["mean"]["accuracy"],
+        "validation_accuracy_std": encoded_summary["std"]["accuracy"],
+        "majority_accuracy": data.majority("validation"),
+        "majority_accuracy_test": data.majority("test"),
+        "steps_per_s": speed,
+        "steps_per_s_std": speed_std,
+        "memory_mib": memory,
+        "memory_note": (
+            f"peak PyTorch {'CUDA' if device.type == 'cuda' else 'CPU'} allocator bytes during "
+            f"one training step (forward, loss, backward) at batch {batch} x "
+            f"{data.resolved.sequence_length} tokens, above the step's start (weights, optimiser "
+            "state and the batch excluded)"
+        ),
+        "summary": {k: encoded_summary[k] for k in ("mean", "std", "best_seed")},
+    }
+
+
+def parameter_count(data: LraData, model_cfg: ModelConfig, attention: AttentionConfig) -> int:
+    # on CPU, not "meta": LLN fits its moment constants for d != 64 when built
+    return count_parameters(build_model(data.spec, model_cfg, attention, PAD))
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def result_table(results: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"lra {results['task']} · N={results['seq_len']} · attention="
+        f"{results['attention']['name']} · majority class {pct(results['majority_accuracy'])} "
+        "(validation)",
+        caption="test = the best-validation checkpoint scored on the test split",
+    )
+    for column in ("seed", "test acc", "val acc ★", "best step", "steps", "steps/s", "s / epoch"):
+        table.add_column(column, justify="right")
+    for seed, r in results["seeds"].items():
+        m, per_epoch, speed = r["metrics"], r["seconds_per_epoch"], r["steps_per_s"]
+        table.add_row(
+            seed, pct(m.get("accuracy_test")), pct(m.get("accuracy")), str(r["best_step"]),
+            str(r["steps"]), "—" if speed is None else f"{speed:.2f}",
+            "—" if per_epoch is None else f"{per_epoch:.1f}",
+        )  # fmt: skip
+    speed = results["steps_per_s"]
+    table.add_row(
+        "mean ± std", pm(results["test_accuracy"], results["test_accuracy_std"]),
+        pm(results["validation_accuracy"], results["validation_accuracy_std"]), "", "",
+        "—" if speed is None else f"{speed:.2f} ± {results['steps_per_s_std']:.2f}", "",
+        style="bold",
+    )  # fmt: skip
+    return table
+
+
+def pm(mean: float | None, std: float | None) -> str:
+    return "—" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}"
+
+
+def memory_line(results: dict[str, Any]) -> str:
+    memory = results["memory_mib"]
+    if memory is None:
+        return "working memory: not measured on this device"
+    return f"working memory {memory:.1f} MiB: {results['memory_note']}"
+
+
+def write_curves(results: dict[str, Any], path: Path) -> Path:
+    """Validation and test accuracy over training, one colour per seed; majority dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (seed, r) in enumerate(results["seeds"].items()):
+        history = [row for row in r["history"] if row.get("accuracy") is not None]
+        steps = [row["step"] for row in history]
+        colour = plt.cm.tab10(i % 10)
+        ax.plot(steps, [100 * row["accuracy"] for row in history], marker="o", ms=3,
+                color=colour, label=f"seed {seed} validation")  # fmt: skip
+        ax.plot(steps, [100 * (row.get("accuracy_test") or 0) for row in history], ls=":",
+                color=colour, label=f"seed {seed} test")  # fmt: skip
+    ax.axhline(100 * results["majority_accuracy"], ls="--", color="grey", lw=1,
+               label="majority class (validation)")  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(
+        f"lra {results['task']}, N={results['seq_len']}, {results['attention']['name']}",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def describe_run(cfg: LraConfig, data: LraData, model_cfg: ModelConfig,
+                 trainer: FinetuneTrainerConfig, seeds, device, run_dir: Path) -> None:  # fmt: skip
+    g = data.resolved.generator
+    shape = (
+        f"expressions of {g['min_length'] + 1}–{g['max_length'] - 1} tokens, depth <= "
+        f"{g['max_depth']}, <= {g['max_args']} arguments"
+        if data.task.kind == "listops"
+        else f"{g['size']}×{g['size']} pixels"
+    )
+    console.print(
+        f"[bold]llnbench lra[/bold] task={data.task.name} ({data.task.description}; {shape})\n"
+        f"attention={cfg.attention.name} model={model_cfg.name} ({model_cfg.layers} layers × "
+        f"{model_cfg.hidden}, {model_cfg.heads} heads, {human_count(parameter_count(data, model_cfg, cfg.attention))} "
+        f"parameters), N={data.resolved.sequence_length} incl. [CLS]; from scratch\n"
+        f"lr {trainer.lr:g}, batch {trainer.batch_size}, "
+        + (f"{trainer.max_steps} steps" if trainer.max_steps else f"{trainer.epochs:g} epochs")
+        + f"; seeds {seeds}; majority class {pct(data.majority('validation'))} (validation), "
+        f"{pct(data.majority('test'))} (test); device {device}, precision "
+        f"{dtype_name(resolve_precision(trainer.precision, device))}; run directory: {run_dir}"
+    )
