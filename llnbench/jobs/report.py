@@ -17,6 +17,7 @@ from llnbench import files
 from llnbench.console import console
 from llnbench.errors import ConfigError
 from llnbench.reporting.discover import find_runs
+from llnbench.reporting.lra import lra_section
 from llnbench.reporting.sections import (
     analyze_section,
     glue_section,
@@ -49,9 +50,10 @@ def run(cfg: ReportConfig) -> Path:
         pretrain_section(found["pretrain"], run_dir),
         glue_section(found["glue"], found["pretrain"]),
         analyze_section(found["analyze"], run_dir),
+        lra_section(found["lra"], run_dir),
     ]
     missing = [note for _, _, notes in sections for note in notes]
-    for name, (_, rows, _) in zip(("scale", "pretrain", "glue", "analyze"), sections):
+    for name, (_, rows, _) in zip(("scale", "pretrain", "glue", "analyze", "lra"), sections):
         if rows:
             files.write_csv(run_dir / f"report_{name}.csv", rows)
     header = (

@@ -12,7 +12,7 @@ import yaml
 
 from llnbench.errors import DataError
 
-JOBS = ("scale", "pretrain", "glue", "analyze")
+JOBS = ("scale", "pretrain", "glue", "analyze", "lra")
 
 
 @dataclass

@@ -27,3 +27,10 @@ LARA_VS_SOFTMAX = {
 
 # Mechanisms the paper's comparisons centre on: the report names any of them it has no run for.
 CORE_MECHANISMS = ("softmax", "lln", "lln_diag")
+
+# Long Range Arena: the average accuracy over LRA's five tasks (ListOps, Text, Retrieval, Image,
+# Pathfinder) at LRA's sizes, as the LARA paper reports it; llnbench lra runs one task at a time.
+LRA_AVERAGE_LARA = {"softmax": 59.08, "ra": 59.30, "performer": 57.63, "lara": 59.12}
+
+# The mechanisms `llnbench report` expects in the LRA comparison (the README's table).
+LRA_MECHANISMS = ("softmax", "lln", "lln_diag", "lara", "performer")
