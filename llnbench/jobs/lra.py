@@ -136,9 +136,9 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         return run_dir
     rows = tracker_rows(tracker, task.name)
     speeds = {seed: steps_per_second(rows, seed) for seed in seeds}
-    memory = step_memory_mib(ft, trainer_cfg.batch_size or 1)
+    memory, shape = step_memory_mib(ft, trainer_cfg.batch_size or 1)
     results = summarize(
-        cfg, data, encoded, model_cfg, trainer_cfg, per_seed, speeds, memory, device
+        cfg, data, encoded, model_cfg, trainer_cfg, per_seed, speeds, (memory, shape), device
     )
     console.print(result_table(results))
     console.print(memory_line(results))
@@ -199,9 +199,10 @@ def steps_per_second(rows: list[dict[str, Any]], seed: int) -> float | None:
     return 1.0 / statistics.median(times) if times else None
 
 
-def step_memory_mib(ft: FinetuneRun, batch_size: int) -> float | None:
+def step_memory_mib(ft: FinetuneRun, batch_size: int) -> tuple[float | None, list[int]]:
     """Working memory of one training step (forward, loss, backward) on the batch of the
-    ``batch_size`` longest training sequences, with fresh weights (``bench.memory``)."""
+    ``batch_size`` longest training sequences, with fresh weights (``bench.memory``); and that
+    batch's shape."""
     split = ft.data.train
     longest = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))[-batch_size:]
     batch = pad_batch([split[i] for i in longest], PAD)
@@ -216,14 +217,14 @@ def step_memory_mib(ft: FinetuneRun, batch_size: int) -> float | None:
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    return working_memory_mib(step, ft.device)
+    return working_memory_mib(step, ft.device), list(ids.shape)
 
 
 def summarize(
     cfg: LraConfig, data: LraData, encoded: EncodedTask, model_cfg: ModelConfig,
     trainer: FinetuneTrainerConfig,
-    per_seed: dict[int, dict[str, Any]], speeds: dict[int, float | None], memory: float | None,
-    device: torch.device,
+    per_seed: dict[int, dict[str, Any]], speeds: dict[int, float | None],
+    memory: tuple[float | None, list[int]], device: torch.device,
 ) -> dict[str, Any]:  # fmt: skip
     """results.json: accuracy (test of the best-validation checkpoint, and validation), speed
     and memory, each with the seeds behind it."""
@@ -235,7 +236,6 @@ def summarize(
         encoded_summary["std"]["accuracy_test"],
     )
     speed, speed_std = mean_std(list(speeds.values()))
-    batch = trainer.batch_size or 1
     return {
         "task": data.task.name,
         "description": data.task.description,
@@ -248,7 +248,7 @@ def summarize(
         "seed_list": list(per_seed),
         "recipe": encoded_summary["recipe"],
         "steps": next(iter(per_seed.values()))["steps"],
-        "batch_size": batch,
+        "batch_size": trainer.batch_size,
         "device": str(device),
         "precision": dtype_name(resolve_precision(trainer.precision, device)),
         "threads": torch.get_num_threads(),
@@ -261,12 +261,13 @@ def summarize(
         "majority_accuracy_test": data.majority("test"),
         "steps_per_s": speed,
         "steps_per_s_std": speed_std,
-        "memory_mib": memory,
+        "memory_mib": memory[0],
+        "memory_batch_shape": memory[1],
         "memory_note": (
             f"peak PyTorch {'CUDA' if device.type == 'cuda' else 'CPU'} allocator bytes during "
-            f"one training step (forward, loss, backward) at batch {batch} x "
-            f"{data.resolved.sequence_length} tokens, above the step's start (weights, optimiser "
-            "state and the batch excluded)"
+            f"one training step (forward, loss, backward) on the {memory[1][0]} longest training "
+            f"sequences ({memory[1][0]} x {memory[1][1]} tokens), above the step's start "
+            "(weights, optimiser state and the batch excluded)"
         ),
         "summary": {k: encoded_summary[k] for k in ("mean", "std", "best_seed")},
     }
