@@ -18,9 +18,7 @@ import json
 import os
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,10 @@ import numpy as np
 from llnbench import files
 from llnbench.data import listops, pathfinder
 from llnbench.data.glue import EncodedSplit, TaskSpec
+from llnbench.data.lra_generate import CHUNK, generate_splits
 from llnbench.errors import ConfigError
 
-CACHE_VERSION = 1
-CHUNK = 1000  # examples per generation chunk (each chunk has its own seed)
-SPLITS = ("validation", "test", "train")  # generation order
+CACHE_VERSION = 2  # 2: a split smaller than a chunk is one chunk of its own size
 
 
 @dataclass(frozen=True)
@@ -130,8 +127,8 @@ def resolve_data(task: LraTask, cfg: LraDataConfig) -> ResolvedData:
     fit the task (an unknown key for it, a length too short, an empty split)."""
     values = {key: getattr(cfg, key) for key in ("train_size", "validation_size", "test_size")}
     sizes = {
-        split: values[f"{split}_size"] or task.defaults[f"{split}_size"]
-        for split in ("train", "validation", "test")
+        split: task.defaults[f"{split}_size"] if values[key] is None else values[key]
+        for split, key in ((s, f"{s}_size") for s in ("train", "validation", "test"))
     }
     for split, n in sizes.items():
         if n < 1:
@@ -154,79 +151,6 @@ def resolve_data(task: LraTask, cfg: LraDataConfig) -> ResolvedData:
             f">= {spec.sequence_length}"
         )
     return ResolvedData(task.name, sizes, cfg.seed, asdict(spec))
-
-
-# ------------------------------------------------------------------------------------------------
-# Generation
-
-
-def _chunk_seed(data: ResolvedData, split: str, chunk: int) -> str:
-    return f"llnbench-lra-{data.task}-{split}-seed{data.seed}-chunk{chunk}"
-
-
-def _generate_chunk(data: ResolvedData, split: str, chunk: int) -> tuple[list[bytes], list[int]]:
-    """One chunk of ``CHUNK`` examples as byte strings (a picklable, compact form)."""
-    seed = _chunk_seed(data, split, chunk)
-    if "size" in data.generator:
-        images, labels, _ = pathfinder.generate(
-            CHUNK, pathfinder.PathfinderSpec(**data.generator), seed
-        )
-        return [image.tobytes() for image in images], labels.tolist()
-    sequences, labels, _ = listops.generate(CHUNK, listops.ListOpsSpec(**data.generator), seed)
-    return [s.tobytes() for s in sequences], labels.tolist()
-
-
-def _workers(requested: int | None) -> int:
-    if requested is not None:
-        if requested < 1:
-            raise ConfigError(f"data.workers must be positive or null, got {requested}")
-        return requested
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def generate_splits(
-    data: ResolvedData, workers: int | None = None, progress=None
-) -> dict[str, tuple[list[bytes], list[int]]]:
-    """Every split as (examples, labels). Chunks run in parallel and are merged in chunk order;
-    a ListOps expression already drawn (in this split or an earlier one) is dropped and later
-    chunks fill the gap, so the result depends on the seed only, never on the worker count."""
-    n_workers = _workers(workers)
-    seen: set[bytes] = set()
-    out: dict[str, tuple[list[bytes], list[int]]] = {}
-    pool = None
-    if n_workers > 1 and sum(data.sizes.values()) > CHUNK:
-        pool = ProcessPoolExecutor(n_workers, mp_context=get_context("spawn"))
-    try:
-        for split in SPLITS:
-            need, examples, labels, chunk = data.sizes[split], [], [], 0
-            while len(examples) < need:
-                if chunk > 4 * (need // CHUNK) + 8:  # chunks keep repeating earlier examples
-                    raise listops.too_few_distinct(
-                        listops.ListOpsSpec(**data.generator), len(examples), need
-                    )
-                batch = max(1, min(n_workers, -(-(need - len(examples)) // CHUNK)))
-                indices = range(chunk, chunk + batch)
-                if pool is None:
-                    results = [_generate_chunk(data, split, i) for i in indices]
-                else:
-                    results = list(pool.map(_generate_chunk, [data] * batch, [split] * batch,
-                                            indices))  # fmt: skip
-                chunk += batch
-                for chunk_examples, chunk_labels in results:
-                    for example, label in zip(chunk_examples, chunk_labels):
-                        if len(examples) == need or example in seen:
-                            continue
-                        if "size" not in data.generator:  # Pathfinder images may repeat
-                            seen.add(example)
-                        examples.append(example)
-                        labels.append(label)
-                if progress is not None:
-                    progress(split, len(examples), need)
-            out[split] = (examples, labels)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,7 +254,8 @@ def load_lra(task_name: str, cfg: LraDataConfig | None = None, progress=None) ->
     arrays = _load(path)
     from_cache = arrays is not None
     if arrays is None:
-        splits = generate_splits(resolved, cfg.workers, progress)
+        splits = generate_splits(resolved.task, resolved.generator, resolved.sizes,
+                                 resolved.seed, cfg.workers, progress)  # fmt: skip
         _save(path, splits, {"key": resolved.describe(), "version": CACHE_VERSION})
         arrays = _load(path)
         assert arrays is not None, f"{path} unreadable right after writing it"

@@ -38,8 +38,8 @@ from llnbench.data.lra import (
     load_lra,
     resolve_data,
 )
+from llnbench.data.lra_generate import worker_count
 from llnbench.devices import dtype_name
-from llnbench.errors import ConfigError
 from llnbench.jobs.glue import preflight
 from llnbench.jobs.glue_report import mean_std, summarize_task
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
@@ -73,8 +73,7 @@ class LraConfig:
 
     def validate(self) -> None:
         resolve_data(get_lra_task(self.task), self.data)  # unknown task, bad lengths, sizes
-        if self.data.workers is not None and self.data.workers < 1:
-            raise ConfigError(f"data.workers must be positive or null, got {self.data.workers}")
+        worker_count(self.data.workers)
 
     def model_for(self, task: LraTask, sequence_length: int) -> ModelConfig:
         """The encoder shape with the task's vocabulary and positions for [CLS] + sequence."""

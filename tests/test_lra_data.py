@@ -1,0 +1,193 @@
+"""The generated LRA tasks, checked by independent means: ListOps labels by a separate recursive
+evaluator of the written expression, Pathfinder labels by a flood fill over the rendered pixels;
+plus the LRA rules (lengths, depth, arguments, distinct expressions), determinism and the cache."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+
+import numpy as np
+import pytest
+
+from llnbench.data import listops, pathfinder
+from llnbench.data.lra import LraDataConfig, load_lra, resolve_data
+from llnbench.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------------
+# ListOps: an evaluator of its own (text in, value out), sharing nothing with the generator
+
+
+def evaluate(text: str, max_depth: int, max_args: int) -> int:
+    """Parse ``[OP a b ... ]`` recursively; checks the grammar, the depth and argument limits."""
+    symbols = text.split()
+    position = 0
+    functions = {
+        "[MAX": max,
+        "[MIN": min,
+        "[MED": lambda xs: math.floor(statistics.median(xs)),
+        "[SM": lambda xs: sum(xs) % 10,
+    }
+
+    def expression(depth: int) -> int:
+        nonlocal position
+        symbol = symbols[position]
+        position += 1
+        if symbol.isdigit():
+            assert depth <= max_depth
+            return int(symbol)
+        assert symbol in functions and depth < max_depth, (symbol, depth)
+        arguments = []
+        while symbols[position] != "]":
+            arguments.append(expression(depth + 1))
+        position += 1
+        assert 2 <= len(arguments) <= max_args
+        return functions[symbol](arguments)
+
+    value = expression(1)
+    assert position == len(symbols), "text after the expression"
+    return value
+
+
+def test_listops_labels_match_an_independent_evaluator() -> None:
+    spec = listops.ListOpsSpec(max_depth=10, max_args=10, min_length=20, max_length=120)
+    sequences, labels, _ = listops.generate(400, spec, "test-labels")
+    for tokens, label in zip(sequences, labels):
+        assert spec.min_length < len(tokens) < spec.max_length
+        assert evaluate(listops.to_text(tokens), spec.max_depth, spec.max_args) == label
+    assert len({t.tobytes() for t in sequences}) == len(sequences)  # distinct, as LRA's set
+    counts = np.bincount(labels, minlength=10)
+    assert (counts > 0).all() and counts.max() / len(labels) < 0.3  # LRA's majority is ~17%
+
+
+def test_listops_respects_small_depth_and_argument_limits() -> None:
+    spec = listops.ListOpsSpec(max_depth=3, max_args=3, min_length=6, max_length=40)
+    sequences, labels, _ = listops.generate(200, spec, "limits")
+    for tokens, label in zip(sequences, labels):
+        assert evaluate(listops.to_text(tokens), 3, 3) == label
+
+
+def test_median_rounds_down_like_lra() -> None:
+    tokens = [listops.OPERATOR0 + 2, listops.DIGIT0 + 2, listops.DIGIT0 + 5, listops.CLOSE]
+    assert listops.to_text(tokens) == "[MED 2 5 ]"
+    assert evaluate(listops.to_text(tokens), 10, 10) == 3  # int(np.median([2, 5])) = int(3.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pathfinder: a flood fill of its own over the rendered grid
+
+
+def joined(image: np.ndarray, a: tuple[int, int], b: tuple[int, int], radius: int) -> bool:
+    """BFS over ink pixels; two pixels are neighbours within Chebyshev distance ``radius``."""
+    ink = image > 0
+    n = image.shape[0]
+    seen = np.zeros_like(ink)
+    queue = deque([a])
+    seen[a] = True
+    while queue:
+        y, x = queue.popleft()
+        if (y, x) == b:
+            return True
+        for v in range(max(0, y - radius), min(n, y + radius + 1)):
+            for u in range(max(0, x - radius), min(n, x + radius + 1)):
+                if ink[v, u] and not seen[v, u]:
+                    seen[v, u] = True
+                    queue.append((v, u))
+    return False
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_pathfinder_positives_are_joined_and_negatives_are_not(size: int) -> None:
+    spec = pathfinder.SPECS[size]
+    count = 60 if size == 32 else 16
+    images, labels, markers = pathfinder.generate(count, spec, f"flood-{size}")
+    assert images.shape == (count, size, size) and set(np.unique(images)) <= {0, 255}
+    assert 0 < labels.sum() < count
+    bridge = spec.gap + 1  # a gap between two dashes of one contour is `gap` pixels wide
+    r = spec.marker_radius
+    for image, label, (a, b) in zip(images, labels, markers):
+        a, b = tuple(map(int, a)), tuple(map(int, b))
+        for y, x in (a, b):  # each marker is a filled square
+            assert (image[y - r : y + r + 1, x - r : x + r + 1] == 255).all()
+        assert joined(image, a, b, bridge) == bool(label)
+        # the contours are dashed: without bridging gaps, no marker reaches the other
+        assert not joined(image, a, b, 1)
+
+
+def test_pathfinder_classes_carry_the_same_ink() -> None:
+    images, labels, _ = pathfinder.generate(120, pathfinder.SPECS[32], "ink")
+    ink = (images > 0).reshape(len(images), -1).sum(axis=1)
+    positive, negative = ink[labels == 1].mean(), ink[labels == 0].mean()
+    assert abs(positive - negative) / negative < 0.1  # no pixel-count shortcut to the label
+
+
+# ------------------------------------------------------------------------------------------------
+# The data layer: splits, determinism, cache, bad values
+
+
+def tiny(**values) -> LraDataConfig:
+    base = {"max_length": 40, "min_length": 8, "train_size": 60, "validation_size": 20,
+            "test_size": 20, "workers": 1}  # fmt: skip
+    return LraDataConfig(**{**base, **values})
+
+
+def test_splits_are_seeded_cached_and_disjoint(tmp_path) -> None:
+    cfg = tiny(cache_dir=str(tmp_path))
+    first = load_lra("listops", cfg)
+    again = load_lra("listops", cfg)
+    assert not first.from_cache and again.from_cache and first.cache_path == again.cache_path
+    ids = {s: [row.tobytes() for row in first.splits[s].input_ids] for s in first.splits}
+    assert ids == {s: [row.tobytes() for row in again.splits[s].input_ids] for s in again.splits}
+    assert [len(ids[s]) for s in ("train", "validation", "test")] == [60, 20, 20]
+    all_ids = ids["train"] + ids["validation"] + ids["test"]
+    assert len(set(all_ids)) == len(all_ids)  # no expression in two splits
+    assert all(row[0] == listops.CLS and len(row) <= 40 for row in first.splits["train"].input_ids)
+    # validation and test do not depend on the training set's size; another seed differs
+    more = load_lra("listops", tiny(cache_dir=str(tmp_path), train_size=80))
+    assert [r.tobytes() for r in more.splits["test"].input_ids] == ids["test"]
+    other = load_lra("listops", tiny(cache_dir=str(tmp_path), seed=1))
+    assert [r.tobytes() for r in other.splits["test"].input_ids] != ids["test"]
+
+
+def test_generation_does_not_depend_on_the_worker_count(tmp_path) -> None:
+    sizes = {"train_size": 1200, "validation_size": 10, "test_size": 10}
+    one = load_lra("listops", tiny(cache_dir=str(tmp_path / "a"), workers=1, **sizes))
+    two = load_lra("listops", tiny(cache_dir=str(tmp_path / "b"), workers=2, **sizes))
+    for split in ("train", "validation", "test"):
+        assert [r.tobytes() for r in one.splits[split].input_ids] == [
+            r.tobytes() for r in two.splits[split].input_ids
+        ]
+        assert one.splits[split].labels == two.splits[split].labels
+
+
+def test_pathfinder_sequences_are_cls_and_shifted_pixels(tmp_path) -> None:
+    cfg = LraDataConfig(train_size=4, validation_size=2, test_size=2, cache_dir=str(tmp_path))
+    data = load_lra("pathfinder32", cfg)
+    row = data.splits["train"].input_ids[0]
+    assert len(row) == 1025 and row[0] == 1 and set(np.unique(row[1:])) <= {2, 257}
+    assert data.resolved.sequence_length == 1025
+
+
+BAD_VALUES = [
+    ("listops", {"max_length": 100, "min_length": 200}, "data.max_length=100 is too short"),
+    ("listops", {"max_length": 4, "min_length": 0}, "must be at least 5"),
+    ("pathfinder32", {"max_length": 512}, "pathfinder32: its sequences are 1024 pixels"),
+    ("pathfinder64", {"max_length": 2048}, "are 4096 pixels"),
+    ("pathfinder32", {"max_depth": 5}, "data.max_depth applies to task listops only"),
+    ("listops", {"train_size": 0}, "data.train_size must be positive"),
+]
+
+
+@pytest.mark.parametrize(("task", "values", "message"), BAD_VALUES)
+def test_bad_data_values_name_the_value(task: str, values: dict, message: str) -> None:
+    from llnbench.data.lra import get_lra_task
+
+    with pytest.raises(ConfigError, match=message):
+        resolve_data(get_lra_task(task), LraDataConfig(**values))
+
+
+def test_a_window_without_enough_distinct_expressions_is_refused(tmp_path) -> None:
+    cfg = tiny(max_length=5, min_length=3, train_size=450, cache_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="too few distinct expressions"):
+        load_lra("listops", cfg)
