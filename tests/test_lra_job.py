@@ -58,7 +58,7 @@ def test_listops_end_to_end_with_two_seeds(tmp_path, cache) -> None:
             assert len(labels) == 16
             assert entry["metrics"][key] == pytest.approx(float((labels == predicted).mean()))
         tests.append(entry["metrics"]["accuracy_test"])
-        assert entry["steps_per_s"] > 0 and entry["steps"] == 6
+        assert entry["steps_per_s"] >= entry["steps_per_s_median"] > 0 and entry["steps"] == 6
         assert {"checkpoint.pt", "best.pt", "result.json"} <= {p.name for p in folder.iterdir()}
     assert results["test_accuracy"] == pytest.approx(np.mean(tests))
     assert results["test_accuracy_std"] == pytest.approx(np.std(tests, ddof=1))
@@ -184,9 +184,19 @@ def test_report_section_has_one_point_per_mechanism_and_the_published_averages(t
     text, csv_rows, missing = lra_section(runs, out)
     table_rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
     assert [r.split(" | ")[0] for r in table_rows] == ["| softmax", "| lln", "| lara"]
-    assert "| 36.0 ± 1.0 | 36.0 | 2 | 1.50 | 120.0 | 59.08 |" in table_rows[0]
+    assert "| 36.0 ± 1.0 | 36.0 | 2 | 1.50 | — | 120.0 | 59.08 |" in table_rows[0]
     assert "| 59.12 |" in table_rows[2] and "| — |" in table_rows[1]  # LARA: lara, not lln
     assert "Older runs of the same mechanisms, not shown: old-lln" in text
     assert len(csv_rows) == 3
     assert missing == ["no `llnbench lra` runs of lln_diag, performer for listops at N=256"]
     assert (out / "lra_0_listops_256.png").stat().st_size > 0
+
+
+def test_speed_is_the_fastest_and_the_median_logging_interval() -> None:
+    from llnbench.jobs.lra import steps_per_second
+
+    logged = [{"seed": 0, "train/step_time_s": t} for t in (0.5, 0.1, 0.3)]
+    logged += [{"seed": 1, "train/step_time_s": 9.0}, {"seed": 0, "val/accuracy": 0.5}]
+    speed = steps_per_second(logged, 0)
+    assert speed["best"] == pytest.approx(10.0) and speed["median"] == pytest.approx(1 / 0.3)
+    assert steps_per_second(logged, 2) == {"best": None, "median": None}
