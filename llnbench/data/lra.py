@@ -53,7 +53,7 @@ LRA_TASKS: dict[str, LraTask] = {
         "ListOps: the value (0-9) of a nested MAX/MIN/MED/SM expression",
         defaults={"max_length": 256, "min_length": 64, "max_depth": 10, "max_args": 10,
                   "train_size": 6000, "validation_size": 1000, "test_size": 1000},
-        recipe={"lr": 1e-3, "batch_size": 32, "epochs": 2},
+        recipe={"lr": 1e-3, "batch_size": 32, "epochs": 4},
     ),
     "pathfinder32": LraTask(
         "pathfinder32", "pathfinder", pathfinder.NUM_CLASSES, pathfinder.VOCAB_SIZE,
