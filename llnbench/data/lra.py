@@ -1,5 +1,5 @@
-"""The generated Long Range Arena tasks: the task table, the data config, seeded generation in
-chunks (parallel, the same result for any number of workers), the cache, and the encoded splits.
+"""The generated Long Range Arena tasks: the task table, the data config, the cache and the
+encoded splits (generation itself: ``lra_generate``).
 
     listops        ListOps expressions (10 classes), lengths strictly inside (min_length, max_length)
     pathfinder32   Pathfinder 32×32: 1,024 pixels as a sequence (2 classes)
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from llnbench import files
 from llnbench.data import listops, pathfinder
+from llnbench.data.corpus import default_cache_dir
 from llnbench.data.glue import EncodedSplit, TaskSpec
 from llnbench.data.lra_generate import CHUNK, generate_splits
 from llnbench.errors import ConfigError
@@ -125,11 +125,10 @@ class ResolvedData:
 def resolve_data(task: LraTask, cfg: LraDataConfig) -> ResolvedData:
     """The task's defaults under the config's values; one-line errors for values that do not
     fit the task (an unknown key for it, a length too short, an empty split)."""
-    values = {key: getattr(cfg, key) for key in ("train_size", "validation_size", "test_size")}
-    sizes = {
-        split: task.defaults[f"{split}_size"] if values[key] is None else values[key]
-        for split, key in ((s, f"{s}_size") for s in ("train", "validation", "test"))
-    }
+    sizes = {}
+    for split in ("train", "validation", "test"):
+        given = getattr(cfg, f"{split}_size")
+        sizes[split] = task.defaults[f"{split}_size"] if given is None else given
     for split, n in sizes.items():
         if n < 1:
             raise ConfigError(f"data.{split}_size must be positive, got {n}")
@@ -155,10 +154,6 @@ def resolve_data(task: LraTask, cfg: LraDataConfig) -> ResolvedData:
 
 # ------------------------------------------------------------------------------------------------
 # Cache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LLNBENCH_CACHE") or Path.home() / ".cache" / "llnbench")
 
 
 def cache_path(data: ResolvedData, cache_dir: str | None = None) -> Path:
