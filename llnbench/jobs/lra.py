@@ -98,6 +98,8 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     if not dist.is_main:
         data = load_lra(task.name, cfg.data)
     model_cfg = cfg.model_for(task, data.resolved.sequence_length)
+    precision = dtype_name(resolve_precision(trainer_cfg.precision, device))
+    machine = machine_info(device, precision)  # at the start: the commit that trains
     label = f"{task.name}-{cfg.attention.name}"
     run_dir = Path(distributed.broadcast(
         str(new_run_dir("lra", label, cfg.run_dir)) if dist.is_main else None, dist
@@ -137,7 +139,7 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     speeds = {seed: steps_per_second(rows, seed) for seed in seeds}
     memory, shape = step_memory_mib(ft, trainer_cfg.batch_size or 1)
     results = summarize(
-        cfg, data, encoded, model_cfg, trainer_cfg, per_seed, speeds, (memory, shape), device
+        cfg, data, encoded, model_cfg, trainer_cfg, per_seed, speeds, (memory, shape), machine
     )
     console.print(result_table(results))
     console.print(memory_line(results))
@@ -228,7 +230,7 @@ def summarize(
     cfg: LraConfig, data: LraData, encoded: EncodedTask, model_cfg: ModelConfig,
     trainer: FinetuneTrainerConfig,
     per_seed: dict[int, dict[str, Any]], speeds: dict[int, dict[str, float | None]],
-    memory: tuple[float | None, list[int]], device: torch.device,
+    memory: tuple[float | None, list[int]], machine: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     """results.json: accuracy (test of the best-validation checkpoint, and validation), speed
     and memory, each with the seeds behind it."""
@@ -255,10 +257,10 @@ def summarize(
         "recipe": encoded_summary["recipe"],
         "steps": next(iter(per_seed.values()))["steps"],
         "batch_size": trainer.batch_size,
-        "device": str(device),
-        "precision": dtype_name(resolve_precision(trainer.precision, device)),
-        "threads": torch.get_num_threads(),
-        "machine": machine_info(device, dtype_name(resolve_precision(trainer.precision, device))),
+        "device": machine["device"],
+        "precision": machine["dtype"],
+        "threads": machine["threads"],
+        "machine": machine,
         "test_accuracy": test,
         "test_accuracy_std": test_std,
         "validation_accuracy": encoded_summary["mean"]["accuracy"],
@@ -272,7 +274,7 @@ def summarize(
         "memory_mib": memory[0],
         "memory_batch_shape": memory[1],
         "memory_note": (
-            f"peak PyTorch {'CUDA' if device.type == 'cuda' else 'CPU'} allocator bytes during "
+            f"peak PyTorch {'CUDA' if 'cuda' in machine['device'] else 'CPU'} allocator bytes during "
             f"one training step (forward, loss, backward) on the {memory[1][0]} longest training "
             f"sequences ({memory[1][0]} x {memory[1][1]} tokens), above the step's start "
             "(weights, optimiser state and the batch excluded)"

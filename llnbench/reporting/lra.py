@@ -139,12 +139,15 @@ def write_chart(
     memories = [m for *_, m in points if m]
     largest = max(memories) if memories else None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for i, (name, speed, accuracy, memory) in enumerate(points):
-        area = 1500 * memory / largest if memory and largest else 60
-        ax.scatter(speed, accuracy, s=max(area, 25), color=plt.cm.tab10(i % 10), alpha=0.55,
+    # labels above and below the markers in turn (by speed), so neighbours do not overlap
+    for rank, (name, speed, accuracy, memory) in enumerate(sorted(points, key=lambda p: p[1])):
+        area = max(1500 * memory / largest if memory and largest else 60, 25)
+        ax.scatter(speed, accuracy, s=area, color=plt.cm.tab10(rank % 10), alpha=0.55,
                    edgecolors="black", linewidths=0.6)  # fmt: skip
-        label = f"{name}\n{memory:.0f} MiB" if memory else f"{name}\nmemory n/m"
-        ax.annotate(label, (speed, accuracy), fontsize=8, ha="center", va="center")
+        label = f"{name}, {memory:.0f} MiB" if memory else f"{name}, memory n/m"
+        offset = (area**0.5 / 2 + 4) * (1 if rank % 2 == 0 else -1)
+        ax.annotate(label, (speed, accuracy), xytext=(0, offset), textcoords="offset points",
+                    fontsize=8, ha="center", va="bottom" if offset > 0 else "top")  # fmt: skip
     if majority is not None:
         ax.axhline(100 * majority, ls="--", lw=1, color="grey")
         ax.annotate("majority class", (ax.get_xlim()[0], 100 * majority), fontsize=7,
