@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import types
 import typing
 from pathlib import Path
@@ -80,7 +81,11 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
     first = lines[0]
     if first.startswith("Could not override") and "'" in first:
         key = first.split("'")[1]
-        return f"unknown config key {key!r}; allowed: {_allowed_keys(job, key)}"
+        allowed = _allowed_keys(job, key)
+        append = next((ln.split(" use ", 1)[1] for ln in lines if "To append" in ln), None)
+        if allowed is None and append:  # a free-form mapping (options.<name>): adding is legal
+            return f"config key {key!r} is not in the defaults; to add it, write {append}"
+        return f"unknown config key {key!r}; allowed: {allowed or '(see --print-config)'}"
     if "Could not find" in first:  # a missing config group option: Hydra lists the choices
         available = [ln for ln in lines[1:] if not ln.startswith(("Config search", "provider="))]
         choices = ", ".join(available[1:]) if len(available) > 1 else ""
@@ -92,17 +97,22 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
     return first
 
 
-def _allowed_keys(job: str, key: str) -> str:
-    """The keys that exist beside ``key`` in the job's default config (for 'unknown key')."""
+def _allowed_keys(job: str, key: str) -> str | None:
+    """The keys that exist beside ``key`` in the job's default config (for 'unknown key');
+    None when its parent is absent or an empty mapping (a place meant to be filled with +key)."""
     from omegaconf import DictConfig
 
     try:
         node = _hydra_compose(job, [])
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         for part in parent.split(".") if parent else []:
+            if not isinstance(node, DictConfig) or part not in node:
+                return None
             node = node[part]
         if not isinstance(node, DictConfig):
             return "(not a mapping)"
+        if len(node) == 0:
+            return None
         prefix = f"{parent}." if parent else ""
         return ", ".join(f"{prefix}{k}" for k in node)
     except Exception:  # the default config itself is broken: the key list is unavailable
@@ -229,6 +239,8 @@ def _scalar(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(f"bad value {value!r} for {path}; expected an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan/inf parse as floats but are never a setting
+                raise ConfigError(f"bad value {value!r} for {path}; expected a finite number")
             return float(value)
         raise ConfigError(f"bad value {value!r} for {path}; expected a number")
     if tp is str:
