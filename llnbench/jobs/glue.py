@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from llnbench import files
 from llnbench.config import from_dict
@@ -296,7 +297,9 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
             folder = folders[spec.name][seed]
             done = read_result(folder)
             if done is not None and dist.is_main:
-                console.print(f"{spec.name} seed {seed}: finished earlier, reusing {folder}")
+                console.print(
+                    f"{spec.name} seed {seed}: finished earlier, reusing {folder}", markup=False
+                )
             per_seed[seed] = done or run_seed(ft, seed, folder, tracker)  # type: ignore[assignment]
         if dist.is_main:
             summary = summarize_task(spec, data, trainer_cfg, per_seed)
@@ -325,7 +328,7 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
         for t, summary in summaries.items() for s, r in summary["seeds"].items()
     ])  # fmt: skip
     tracker.finish(results)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -351,11 +354,14 @@ def describe_run(cfg, init: Init, specs, seeds, device, run_dir: Path) -> None:
         else f"from {init.pretrained.path} (pretraining step {init.pretrained.step:,})"
     )
     console.print(
-        f"[bold]llnbench glue[/bold] task={cfg.task.name} ({', '.join(s.name for s in specs)}) "
-        f"attention={init.attention.name} model={init.model.name} "
-        f"({human_count(count_parameters(model))} parameters) {source}\n"
-        f"seeds {seeds}; max_length {cfg.max_length}; device {device}, precision "
-        f"{dtype_name(resolve_precision(cfg.trainer.precision, device))}; run directory: {run_dir}"
+        "[bold]llnbench glue[/bold] "
+        + escape(
+            f"task={cfg.task.name} ({', '.join(s.name for s in specs)}) "
+            f"attention={init.attention.name} model={init.model.name} "
+            f"({human_count(count_parameters(model))} parameters) {source}\n"
+            f"seeds {seeds}; max_length {cfg.max_length}; device {device}, precision "
+            f"{dtype_name(resolve_precision(cfg.trainer.precision, device))}; run directory: {run_dir}"
+        )
     )
 
 

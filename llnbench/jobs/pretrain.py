@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from llnbench.console import console
@@ -162,7 +163,7 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
     }
     tracker.finish(results)
     console.print(final_table(label, results))
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -213,21 +214,24 @@ def evaluate_mlm(
 def describe_run(cfg, data, model, device, dist, unigram: float, run_dir: Path) -> None:
     global_batch = cfg.trainer.batch_size * cfg.trainer.grad_accum * dist.world
     console.print(
-        f"[bold]llnbench pretrain[/bold] attention={cfg.attention.name} model={cfg.model.name} "
-        f"({human_count(count_parameters(model))} parameters) on {device}, "
-        f"precision {dtype_name(resolve_precision(cfg.trainer.precision, device))}\n"
-        f"data {cfg.data.source}: {len(data.train):,} train / {len(data.validation):,} validation "
-        f"blocks of {cfg.blocks} tokens; global batch {global_batch} = {cfg.trainer.batch_size} "
-        f"x {cfg.trainer.grad_accum} accumulation x {dist.world} devices; "
-        f"{cfg.trainer.max_steps:,} steps\n"
-        f"unigram baseline (validation masked tokens): {unigram:.3f} nats\n"
-        f"run directory: {run_dir}"
+        "[bold]llnbench pretrain[/bold] "
+        + escape(
+            f"attention={cfg.attention.name} model={cfg.model.name} "
+            f"({human_count(count_parameters(model))} parameters) on {device}, "
+            f"precision {dtype_name(resolve_precision(cfg.trainer.precision, device))}\n"
+            f"data {cfg.data.source}: {len(data.train):,} train / {len(data.validation):,} validation "
+            f"blocks of {cfg.blocks} tokens; global batch {global_batch} = {cfg.trainer.batch_size} "
+            f"x {cfg.trainer.grad_accum} accumulation x {dist.world} devices; "
+            f"{cfg.trainer.max_steps:,} steps\n"
+            f"unigram baseline (validation masked tokens): {unigram:.3f} nats\n"
+            f"run directory: {run_dir}"
+        )
     )
 
 
 def final_table(label: str, results: dict[str, Any]) -> Table:
     final = results["final"]
-    table = Table(title=f"pretrain {label}")
+    table = Table(title=escape(f"pretrain {label}"))
     for column in ("steps", "tokens", "time (s)", "val loss", "val ppl", "masked acc",
                    "unigram loss"):  # fmt: skip
         table.add_column(column, justify="right")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
 
 from llnbench import files
 from llnbench.attention import ATTENTIONS, attention_options
@@ -31,6 +31,7 @@ from llnbench.console import console
 from llnbench.devices import dtype_name, resolve_device, resolve_dtype
 from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import ModelConfig
+from llnbench.progress import ProgressBar
 from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
@@ -112,10 +113,13 @@ def run(cfg: ScaleConfig) -> Path:
         config=as_plain(cfg), wandb_cfg=cfg.wandb,
     )  # fmt: skip
     console.print(
-        f"[bold]llnbench scale[/bold] {device} {dtype_name(dtype)}, {shape_text(cfg)}, "
-        f"N={cfg.min_len}..{cfg.max_len}, "
-        f"{'causal' if cfg.causal else 'bidirectional'}, SDPA backend {backend}, "
-        f"{torch.get_num_threads()} threads"
+        "[bold]llnbench scale[/bold] "
+        + escape(
+            f"{device} {dtype_name(dtype)}, {shape_text(cfg)}, "
+            f"N={cfg.min_len}..{cfg.max_len}, "
+            f"{'causal' if cfg.causal else 'bidirectional'}, SDPA backend {backend}, "
+            f"{torch.get_num_threads()} threads"
+        )
     )
     if device.type == "cpu":
         console.print("[dim]peak memory is not measured on CPU (no peak counter in PyTorch)[/dim]")
@@ -131,7 +135,7 @@ def run(cfg: ScaleConfig) -> Path:
     tracker.table("scale", rows)
     tracker.image("scale_plot", run_dir / "scale.png")
     tracker.finish({"machine": machine, "summary": summary})
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -140,18 +144,13 @@ def sweep(cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker) -> li
     lengths, modes = cfg.lengths(), cfg.modes()
     rows: list[dict[str, Any]] = []
     total = len(cfg.attentions) * len(lengths) * len(modes)
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("elapsed"), TimeRemainingColumn(elapsed_when_finished=True),
-        console=console, transient=False,
-    )  # fmt: skip
+    progress = ProgressBar("scale", total, unit="cell")  # a plain line per cell in a log
     with progress:
-        task = progress.add_task("scale", total=total)
         for name in cfg.attentions:
             stopped: dict[str, str] = {}  # mode -> reason the longer lengths are skipped
             for n in lengths:
                 for mode in modes:
-                    progress.update(task, description=f"{name:<10} N={n:<6} {mode:<6}")
+                    progress.update(description=f"{name:<10} N={n:<6} {mode:<6}")
                     row = base_row(cfg, name, n, mode, dtype)
                     reason = stopped.get(mode) or cannot_run(cfg, name, n, mode, device)
                     if reason:
@@ -164,7 +163,7 @@ def sweep(cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker) -> li
                             stopped[mode] = f"over the {cfg.budget_s:g} s budget at N={n}"
                     rows.append(row)
                     tracker.log({k: v for k, v in row.items() if k != "options"})
-                    progress.advance(task)
+                    progress.update(advance=1)
     return rows
 
 
