@@ -5,8 +5,9 @@ features). alpha and beta are set each call by moment matching: the log-variance
 entries, modelled as a * (alpha^2 sigma_q^2 + beta^2 sigma_k^2) + b, is made equal to softmax's,
 sigma_q^2 sigma_k^2, with the symmetric split alpha sigma_q = beta sigma_k = st.
 
-Exactness: the per-query max shift and the single key shift cancel in the normalisation; causal mode
-uses a running (prefix) key shift so no later token can reach an earlier output (see linear_core).
+Exactness: the max shifts cancel in the normalisation and make each query's largest term 1, so eps
+moves a row sum by at most eps whatever the logits' scale; causal mode uses a running (prefix) key
+shift so no later token can reach an earlier output (see ``exp_features`` in linear_core).
 In eval mode a causal module uses running estimates of sigma_q, sigma_k (momentum 0.1, as BatchNorm)
 for the same reason; bidirectional modules always use the statistics of the current call.
 """
@@ -84,6 +85,7 @@ def symmetric_temperatures(
 class LLNAttention(FeatureMapAttention):
     name = "lln"
     supports_causal = True
+    largest_term_is_one = True  # exp_features' shifts: eps is relative to each query's top term
 
     def __init__(
         self,
