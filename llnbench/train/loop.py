@@ -217,6 +217,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []  # evaluation rows
         self._interval = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+        self._describe = label
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -339,10 +340,11 @@ class Trainer:
         and raises :class:`~llnbench.stopping.Terminated` naming the step; a rerun with the same
         run directory continues from it exactly."""
         self.tracker = tracker
+        self._describe = describe or self.label
         eval_every = eval_every or self.cfg.eval_every
         last_eval: dict[str, float] | None = None
         progress = ProgressBar(
-            describe or self.label, self.max_steps, completed=self.step, unit="step",
+            self._describe, self.max_steps, completed=self.step, unit="step",
             fields={"loss": "loss {:.3f}", "rate": "{:,.0f} tok/s"}, every=self.cfg.log_every,
             enabled=self.dist.is_main,
         )  # fmt: skip
@@ -375,7 +377,7 @@ class Trainer:
         held = held_run_dirs()
         run_dir = held[-1] if held else self.run_dir  # the job's folder, not a seed's sub-folder
         return (
-            f"stopped by SIGTERM after step {self.step}/{self.max_steps} of {self.label}; "
+            f"stopped by SIGTERM after step {self.step}/{self.max_steps} of {self._describe}; "
             f"checkpoint {self.checkpoint_path} written; to resume, rerun the same command with "
             f"run_dir={run_dir}"
         )
