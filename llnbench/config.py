@@ -12,11 +12,14 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, NewType, TypeVar, Union, get_args, get_origin
 
 from llnbench.errors import ConfigError
 
 T = TypeVar("T")
+# A random seed field: numpy's range, the narrowest of the generators a seed reaches.
+Seed = NewType("Seed", int)
+SEED_LIMIT = 2**32
 
 
 def config_dir() -> Path:
@@ -93,8 +96,28 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
     if "Ambiguous value" in first:
         return f"{first}: a comma list is a sweep, add --multirun to run each value"
     if type(err).__name__ == "OverrideParseException":
-        return f"cannot parse overrides {' '.join(overrides or [])!r}: {first}"
+        bad = _unparsable(overrides or [])
+        if bad is None:
+            return f"cannot parse overrides {' '.join(overrides or [])!r}: {first}"
+        hint = ""
+        if any(c in bad.split("=", 1)[-1] for c in "[]{}()"):
+            key, _, value = bad.partition("=")
+            hint = f" (a value with brackets needs quotes, in the shell: '{key}=\"{value}\"')"
+        return f"cannot parse override {bad!r}: {first}{hint}"
     return first
+
+
+def _unparsable(overrides: list[str]) -> str | None:
+    """The first override Hydra's grammar rejects on its own (the error names none)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception:  # Hydra's parse errors have several types
+            return override
+    return None
 
 
 def _allowed_keys(job: str, key: str) -> str | None:
@@ -229,6 +252,10 @@ def convert(tp: Any, value: Any, path: str) -> Any:
 
 
 def _scalar(tp: Any, value: Any, path: str) -> Any:
+    if tp is Seed:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT:
+            return value
+        raise ConfigError(f"bad value {value!r} for {path}; a seed is an integer in 0..2^32-1")
     if tp is bool:
         if isinstance(value, bool):
             return value

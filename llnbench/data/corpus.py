@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from llnbench.config import Seed
 from llnbench.data import SOTU_ASSET, asset_path, read_asset
 from llnbench.errors import ConfigError, DataError, one_of
 
@@ -46,7 +47,7 @@ class CorpusConfig:
     validation_file: str | None = None  # local: same forms; None = hold out by document
     validation_years_from: int = 2010  # embedded: addresses from this year on are validation
     validation_fraction: float = 0.05  # local without validation_file: documents held out
-    split_seed: int = 0  # local without validation_file: seed of the document split
+    split_seed: Seed = 0  # local without validation_file: seed of the document split
     sample_by: str = "document"  # local .txt: one file = one document, or blank-line paragraphs
     text_column: str = "text"  # local .json/.jsonl
     max_documents: int | None = None  # cap per split, in corpus order (quick runs)
@@ -525,6 +526,13 @@ def load_pretraining_blocks(
         raise ConfigError(f"block size must be ≥ 3 (<s> + tokens + </s>), got {block_size}")
     start = time.perf_counter()
     path, desc = cache_path(cfg, tokenizer, block_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission, a read-only filesystem
+        where = "data.cache_dir" if cfg.cache_dir else "the cache ($LLNBENCH_CACHE)"
+        raise ConfigError(
+            f"{where}: cannot create {path.parent} ({err.strerror}); name a writable folder"
+        ) from None
     cached = _load(path)
     from_cache = cached is not None
     if cached is None:

@@ -28,6 +28,7 @@ from llnbench.analysis.synthetic import (
     registry_name,
 )
 from llnbench.attention import ATTENTIONS
+from llnbench.config import Seed
 from llnbench.errors import ConfigError, one_of
 from llnbench.schema import WandbConfig
 
@@ -46,7 +47,7 @@ class AnalyzeConfig:
     heads: int = 1
     draws: int = 3
     device: str = "auto"
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
     # checkpoint mode
@@ -72,7 +73,8 @@ class AnalyzeConfig:
             for key in opts:
                 if known is not None and key not in known:
                     raise ConfigError(
-                        f"unknown option options.{name}.{key}; allowed: {', '.join(known)}"
+                        f"unknown option options.{name}.{key}; allowed: "
+                        f"{', '.join(known) or f'(none: {name} has no options)'}"
                     )
         if not self.s2 or any(not (math.isfinite(s) and s > 0) for s in self.s2):
             raise ConfigError(f"s2 must be a non-empty list of positive numbers, got {self.s2}")

@@ -24,7 +24,7 @@ import torch
 from rich.markup import escape
 
 from llnbench import files
-from llnbench.config import from_dict
+from llnbench.config import Seed, from_dict
 from llnbench.console import console
 from llnbench.data.glue import SOURCES, GlueDataConfig, TaskSpec, load_task, resolve_tasks
 from llnbench.data.tokenizer import EMBEDDED, load_tokenizer
@@ -77,7 +77,7 @@ class TaskConfig:
 
 @dataclass
 class GlueConfig:
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     task: TaskConfig = field(default_factory=TaskConfig)
     pretrained: str | None = None  # a pretraining run directory or checkpoint file

@@ -21,6 +21,7 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
+from llnbench.config import Seed
 from llnbench.console import console
 from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
 from llnbench.data.masking import MLMMasker
@@ -44,7 +45,7 @@ from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig, reso
 
 @dataclass
 class PretrainConfig:
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -65,6 +66,8 @@ class PretrainConfig:
             )
         if block < 8:
             raise ConfigError(f"block_size must be at least 8, got {block}")
+        if self.eval_blocks is not None and self.eval_blocks < 1:
+            raise ConfigError(f"eval_blocks must be positive or null (all), got {self.eval_blocks}")
         if self.analysis_every < 0:
             raise ConfigError(f"analysis_every must be >= 0 (0 = off), got {self.analysis_every}")
         if not 0.0 < self.mlm_probability < 1.0:

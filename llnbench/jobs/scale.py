@@ -27,6 +27,7 @@ from llnbench.bench.cells import layer_call, model_call, sdpa_backend, sdpa_back
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
 from llnbench.bench.timing import free_host_memory_bytes, peak_memory_mib, time_call
+from llnbench.config import Seed
 from llnbench.console import console
 from llnbench.devices import dtype_name, resolve_device, resolve_dtype
 from llnbench.errors import ConfigError, one_of
@@ -59,7 +60,7 @@ class ScaleConfig:
     max_repeats: int = 30
     budget_s: float = 120.0  # a cell slower than this skips the mechanism's longer lengths
     memory_fraction: float = 0.5  # CPU: skip cells whose estimate exceeds this share of free RAM
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)  # --scope model: the preset timed
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -67,15 +68,20 @@ class ScaleConfig:
     def validate(self) -> None:
         if self.attentions in (["all"], ("all",)):
             self.attentions = list(ATTENTIONS)
+        if not self.attentions:
+            raise ConfigError("attentions is empty; give at least one mechanism (or all)")
         for name in self.attentions:
             if name not in ATTENTIONS:
                 raise one_of("attention", name, ["all", *ATTENTIONS])
         for name, opts in self.options.items():
-            allowed = attention_options(name) if name in ATTENTIONS else {}
+            if name not in ATTENTIONS:
+                raise one_of("attention in options", name, list(ATTENTIONS))
+            allowed = attention_options(name)
             for key in opts:
                 if key not in allowed:
                     raise ConfigError(
-                        f"unknown option options.{name}.{key}; allowed: {', '.join(allowed)}"
+                        f"unknown option options.{name}.{key}; allowed: "
+                        f"{', '.join(allowed) or f'(none: {name} has no options)'}"
                     )
         if not 1 <= self.min_len <= self.max_len:
             raise ConfigError(
@@ -85,10 +91,14 @@ class ScaleConfig:
             cls = ATTENTIONS[self.attentions[0]]
             if not cls.supports_causal:
                 raise ConfigError(f"attention {cls.name!r} has no causal form; drop --causal")
-        for name, value in [("batch_size", self.batch_size), ("heads", self.heads),
-                            ("head_dim", self.head_dim)]:  # fmt: skip
-            if value < 1:
-                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in ("batch_size", "heads", "head_dim", "max_repeats", "budget_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup", "min_time_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.memory_fraction <= 1.0:
+            raise ConfigError(f"memory_fraction must be in (0, 1], got {self.memory_fraction}")
 
     def lengths(self) -> list[int]:
         out, n = [], self.min_len

@@ -53,6 +53,8 @@ class ModelConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.layer_norm_eps <= 0:
+            raise ConfigError(f"model.layer_norm_eps must be positive, got {self.layer_norm_eps}")
 
     @property
     def head_dim(self) -> int:

@@ -102,6 +102,8 @@ def find_runs(
         root = Path(given)
         if not root.exists():
             raise DataError(f"report input {given!r} does not exist")
+        if not root.is_dir():
+            raise DataError(f"report input {given!r} is a file; give run directories (or runs/)")
         candidates = sorted(
             Path(folder) / "results.json"
             for folder, _, names in os.walk(root, followlinks=True)

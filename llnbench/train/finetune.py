@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from llnbench import files
-from llnbench.config import convert
+from llnbench.config import Seed, convert
 from llnbench.data.glue import (
     EncodedSplit,
     TaskSpec,
@@ -57,7 +57,7 @@ class FinetuneTrainerConfig(TrainerConfig):
     weight_decay: float = 0.1
     eval_every: int | None = None  # null: once per epoch
     checkpoint_every: int | None = None  # null: at every evaluation
-    seeds: list[int] | None = None  # null: [seed]
+    seeds: list[Seed] | None = None  # null: [seed]
 
     def validate(self) -> None:
         placeholders = {

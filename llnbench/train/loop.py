@@ -59,12 +59,17 @@ class TrainerConfig:
                      "checkpoint_every"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
+        for name in ("lr", "adam_eps", "epochs", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"trainer.{name} must be positive, got {value}")
+        for name in ("weight_decay", "clip_norm"):  # clip_norm 0 = off
+            if getattr(self, name) < 0:
+                raise ConfigError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"trainer.betas must be two numbers, got {self.betas}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {self.betas}")
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
