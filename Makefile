@@ -13,7 +13,7 @@ OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
 # the demo needs no network: the embedded corpus and tokenizer ship with the package
 OFFLINE_DEMO := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 
-.PHONY: install test lint format demo bench bench-hf assets clean
+.PHONY: install test lint format demo bench bench-hf assets clean kill-test bad-inputs
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,17 @@ format: install
 
 demo: install
 	$(OFFLINE_DEMO) $(VENV)/bin/llnbench pretrain attention=lln
+
+# 20 random kill -9 each of pretraining and fine-tuning, every rerun resuming (minutes on CPU);
+# SIGNAL=term sends SIGTERM instead
+SIGNAL ?= kill
+kill-test: install
+	$(OFFLINE) $(PY) tests/stress/kill_resume.py --kills 20 --job pretrain --signal $(SIGNAL)
+	$(OFFLINE) $(PY) tests/stress/kill_resume.py --kills 20 --job glue --signal $(SIGNAL)
+
+# ~180 bad inputs through the CLI: a Markdown table of what each prints
+bad-inputs: install
+	$(OFFLINE) $(PY) tests/stress/bad_inputs.py
 
 bench: install
 	$(VENV)/bin/llnbench scale --attention all --max-len 8192 --mode fwdbwd
