@@ -50,12 +50,13 @@ class ProgressBar:
         every: int = 1,
         enabled: bool = True,
         console: Console | None = None,
+        transient: bool = False,
     ):
         self.description, self.total, self.completed = description, total, completed
         self.unit, self.fields, self.every = unit, dict(fields or {}), max(1, every)
         self.values: dict[str, Any] = {}
         self.console = console or stdout_console
-        self.enabled = enabled
+        self.enabled, self.transient = enabled, transient  # transient: the bar goes at the end
         self.live = enabled and self.console.is_terminal
         self._progress: Progress | None = None
         self._task: Any = None
@@ -71,7 +72,7 @@ class ProgressBar:
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
             columns += [TextColumn(f"{{task.fields[{k}]}}") for k in self.fields]
             columns.append(TimeRemainingColumn(elapsed_when_finished=True))
-            self._progress = Progress(*columns, console=self.console)
+            self._progress = Progress(*columns, console=self.console, transient=self.transient)
             self._progress.__enter__()
             self._task = self._progress.add_task(
                 self.description, total=self.total, completed=self.completed,

@@ -351,27 +351,19 @@ def _batches(texts: Sequence[str]) -> Iterator[list[str]]:
 def tokenize_documents(
     texts: Sequence[str], tokenizer: RobertaTokenizer, label: str = ""
 ) -> list[np.ndarray]:
-    """Ids of each document (no specials), batched through the fast tokenizer, with a rich
-    progress bar on a terminal (quiet otherwise)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from llnbench.console import err_console as console
+    """Ids of each document (no specials), batched through the fast tokenizer, with progress on
+    stderr (a bar on a terminal, plain lines in a log)."""
+    from llnbench.console import err_console
+    from llnbench.progress import ProgressBar
 
     out: list[np.ndarray] = []
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task(f"tokenising {label}", total=len(texts))
+    bar = ProgressBar(f"tokenising {label}", len(texts), unit="document", console=err_console,
+                      every=max(1, len(texts) // 10), transient=True)  # fmt: skip
+    with bar:
         for batch in _batches(texts):
             for ids in tokenizer.encode_batch(batch, add_special_tokens=False):
                 out.append(np.asarray(ids, dtype=np.int32))
-            progress.advance(task, len(batch))
+            bar.update(advance=len(batch))
     return out
 
 
