@@ -85,6 +85,17 @@ def last_step(run_dir: Path) -> int | None:
     return steps[-1] if steps else None
 
 
+def phase(out: str) -> str:
+    """How far the killed process got, from what it printed."""
+    if "resuming" in out:
+        return (
+            "had resumed (" + out.split("resuming ", 1)[1].split("\n", 1)[0].split(" at ")[-1] + ")"
+        )
+    if "run directory:" in out:
+        return "had started a fresh run"
+    return "was starting up"
+
+
 def wait_and_kill(proc, run_dir: Path, sig, deadline, target, rng) -> bool:
     """Signal ``proc`` at ``deadline`` (perf_counter) or once ``target`` is logged; False when
     it ended first."""
@@ -140,16 +151,19 @@ def main() -> int:
     steps = sorted(clean)
     while kills < args.kills:
         before = last_step(run_dir)
+        later = [step for step in steps if not isinstance(before, int) or step > before]
         proc = start(run_dir)
         if kills % 2 == 0:  # any moment of the run, start-up included
-            when = f"after {rng.uniform(0.0, duration):5.2f} s"
-            deadline = time.perf_counter() + float(when.split()[1])
-            target = None
-        else:  # inside training: once a random later step is logged, plus up to 0.3 s
-            later = [step for step in steps if not isinstance(before, int) or step > before]
-            target = rng.choice(later or steps)
+            delay = rng.uniform(0.0, duration)
+            deadline, target, when = time.perf_counter() + delay, None, f"after {delay:5.2f} s"
+        elif later:  # inside training: once a random later step is logged, plus up to 0.3 s
+            target = rng.choice(later)
             deadline, when = None, f"at step ~{target}"
-        killed = wait_and_kill(proc, run_dir, sig, deadline, target, rng)
+        else:  # training is over in this run directory: let it finish, then start another
+            deadline = target = None
+        killed = (deadline or target) is not None and wait_and_kill(
+            proc, run_dir, sig, deadline, target, rng
+        )
         out, err = proc.communicate()
         if killed:
             kills += 1
@@ -157,9 +171,8 @@ def main() -> int:
             # interpreter's start-up or shut-down, outside the command, where Python's default
             # action applies and nothing is being written
             expected = (-signal.SIGKILL,) if sig == signal.SIGKILL else (143, -signal.SIGTERM)
-            resumed = "resuming" in out
             print(f"kill {kills:2d} {when:>15}: logged step {before} -> {last_step(run_dir)}, "
-                  f"{'resumed' if resumed else 'fresh start'}, exit {proc.returncode}"
+                  f"{phase(out)}, exit {proc.returncode}"
                   + (f": {err.strip().splitlines()[-1]}" if sig == signal.SIGTERM and err.strip()
                      else ""))  # fmt: skip
             if proc.returncode not in (*expected, 0):
@@ -171,7 +184,7 @@ def main() -> int:
             break
         finished += 1
         problems = differences(curve(run_dir), clean)
-        print(f"  {run_dir.name} finished before its kill: "
+        print(f"  {run_dir.name} finished: "
               f"{'equal to the clean run' if not problems else problems[:3]}")  # fmt: skip
         failures += [f"{run_dir.name}: {p}" for p in problems]
         runs += 1
