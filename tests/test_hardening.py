@@ -89,6 +89,16 @@ def test_bad_value_is_one_line_exit_2(args: list[str], message: str) -> None:
     assert message in one_line_exit_2(invoke(*args, "wandb.mode=disabled"))
 
 
+@pytest.mark.parametrize("job", ["scale", "analyze"])
+def test_a_mechanism_option_it_cannot_take_stops_before_any_file(job: str, tmp_path) -> None:
+    out = tmp_path / "out"
+    chosen = ["--attention", "lln", "--out", str(out)] if job == "scale" else [
+        "attentions=[lln]", f"run_dir={out}"]  # fmt: skip
+    text = one_line_exit_2(invoke(job, *chosen, "+options.lln.eps=abc", "wandb.mode=disabled"))
+    assert "eps" in text and "abc" in text
+    assert not out.exists()
+
+
 def test_typer_usage_error_is_one_line_from_the_console_script() -> None:
     proc = subprocess.run([sys.executable, "-m", "llnbench", "scale", "--max-len", "abc"],
                           capture_output=True, text=True, timeout=120, env=ENV)  # fmt: skip

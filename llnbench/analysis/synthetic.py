@@ -36,6 +36,7 @@ from llnbench.analysis.concentration import (
 )
 from llnbench.attention import attention_options, build_attention
 from llnbench.attention.base import Attention
+from llnbench.bench.cells import option_error
 from llnbench.console import console
 from llnbench.devices import resolve_device
 from llnbench.errors import ConfigError
@@ -160,6 +161,8 @@ def build_mechanisms(cfg: AnalyzeConfig) -> tuple[dict[str, Attention], dict[str
             )  # fmt: skip
         except ImportError as err:
             skipped[name] = f"cannot be imported ({type(err).__name__}: {err})"
+        except (TypeError, ValueError) as err:  # an option value the mechanism cannot take
+            raise option_error(name, mechanism_options(cfg, name), err) from None
     if not modules:
         raise ConfigError(
             "none of the requested mechanisms can be imported: "

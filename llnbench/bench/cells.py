@@ -14,12 +14,27 @@ from typing import Any
 import torch
 
 from llnbench.attention import build_attention
-from llnbench.errors import one_of
+from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
 
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 BENCH_PAD_ID = 1  # any id works: benchmark inputs contain no padding
+
+
+def check_options(
+    name: str, options: dict[str, Any], *, heads: int, head_dim: int, causal: bool
+) -> None:
+    """Build ``name`` once with its options: a value it cannot take stops the job before any file
+    is written (inside a cell it would only become an error row)."""
+    try:
+        build_attention(name, num_heads=heads, head_dim=head_dim, causal=causal, **options)
+    except (TypeError, ValueError) as err:
+        raise option_error(name, options, err) from None
+
+
+def option_error(name: str, options: dict[str, Any], err: Exception) -> ConfigError:
+    return ConfigError(f"bad options.{name} {options} for attention {name!r}: {err}")
 
 
 def layer_call(

@@ -23,7 +23,13 @@ from rich.markup import escape
 
 from llnbench import files
 from llnbench.attention import ATTENTIONS, attention_options
-from llnbench.bench.cells import layer_call, model_call, sdpa_backend, sdpa_backend_name
+from llnbench.bench.cells import (
+    check_options,
+    layer_call,
+    model_call,
+    sdpa_backend,
+    sdpa_backend_name,
+)
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
 from llnbench.bench.timing import free_host_memory_bytes, peak_memory_mib, time_call
@@ -87,6 +93,14 @@ class ScaleConfig:
             raise ConfigError(
                 f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
             )
+        model = self.scope == "model"
+        for name in self.attentions:  # a value a mechanism cannot take: before any file exists
+            check_options(
+                name, self.options.get(name, {}),
+                heads=self.model.heads if model else max(1, self.heads),
+                head_dim=self.model.head_dim if model else max(1, self.head_dim),
+                causal=self.causal and ATTENTIONS[name].supports_causal,
+            )  # fmt: skip
         if self.causal and len(self.attentions) == 1:
             cls = ATTENTIONS[self.attentions[0]]
             if not cls.supports_causal:
