@@ -361,15 +361,16 @@ class Trainer:
                 self.step += 1
                 self._accumulate(loss, tokens, time.perf_counter() - start)
                 self._on_step()
+                shown = {}  # the progress line of a logged step carries that step's numbers
                 if self.step % self.cfg.log_every == 0 or self.step == self.max_steps:
                     row = self._log(grad_norm)
-                    progress.update(loss=row["loss"], rate=row["tokens_per_s"])
+                    shown = {"loss": row["loss"], "rate": row["tokens_per_s"]}
                 if self.step % eval_every == 0 or self.step == self.max_steps:
                     last_eval = self._evaluate_and_log()
                 saved = self.step % self.cfg.checkpoint_every == 0 or self.step == self.max_steps
                 if saved:
                     self.save()
-                progress.update(completed=self.step)
+                progress.update(completed=self.step, **shown)
                 if any_across(stop.requested, self.dist, self.device):
                     if not saved:
                         self.save()

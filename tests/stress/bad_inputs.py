@@ -129,7 +129,7 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
     report = [
         "/nonexistent", f"{f['NOTEXT']}", f"{f['FILE']}", f"{f['RUN']} run_dir={f['FILE']}",
-        f"{f['RUN']} title=[x]", f"{tmp}/[x]",
+        f"{f['RUN']} title=[x]", f"{tmp}/[y]",
     ]  # fmt: skip
     out = []
     for value in pretrain:
