@@ -1,8 +1,8 @@
 """Progress of long work: a live rich bar on a terminal, plain lines everywhere else.
 
 Off a terminal (stdout is a log file under nohup, SLURM or CI) a live bar shows nothing until the
-end, so :class:`ProgressBar` prints one plain line instead, every ``every`` units of work or
-every ~30 s, whichever comes first (never more than one line per 2 s), and at the end:
+end, so :class:`ProgressBar` prints one plain line instead, at every multiple of ``every`` units of
+work or every ~30 s, whichever comes first (never more than one line per 2 s), and at the end:
 
     pretrain lln-tiny: step 100/1200 (8%), loss 7.123, 12,345 tok/s, elapsed 0:01:02, ETA 0:11:20
 
@@ -132,7 +132,9 @@ class ProgressBar:
             return False
         if self.completed >= self.total or since >= self.interval:
             return True
-        return done >= self.every and since >= min(MIN_SECONDS, self.interval)
+        # a multiple of `every` passed since the last line (the Trainer's log steps)
+        crossed = self.completed // self.every > self._printed_done // self.every
+        return crossed and since >= min(MIN_SECONDS, self.interval)
 
     def _print_line(self) -> None:
         self.console.print(self.line(), markup=False, highlight=False, soft_wrap=True)
