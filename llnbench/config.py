@@ -100,8 +100,8 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
         if bad is None:
             return f"cannot parse overrides {' '.join(overrides or [])!r}: {first}"
         hint = ""
-        if any(c in bad.split("=", 1)[-1] for c in "[]{}()"):
-            key, _, value = bad.partition("=")
+        key, _, value = bad.partition("=")
+        if any(c in value for c in "[]{}()") and not value.startswith(("[", "{")):  # a path
             hint = f" (a value with brackets needs quotes, in the shell: '{key}=\"{value}\"')"
         return f"cannot parse override {bad!r}: {first}{hint}"
     return first
