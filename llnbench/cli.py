@@ -11,6 +11,7 @@ job runs. User errors print one line on stderr and exit 2, without a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -110,7 +111,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             message = str(err)
             if message == "stopped by SIGTERM":  # outside a training loop
                 message += " (every file written so far is intact; rerun to continue)"
-            say_error("llnbench:", message)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; one says so
+                say_error("llnbench:", message)
             raise typer.Exit(Terminated.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("llnbench: interrupted (the last checkpoint, if any, is intact)")
