@@ -94,7 +94,9 @@ class ScaleConfig:
                 f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
             )
         model = self.scope == "model"
-        for name in self.attentions:  # a value a mechanism cannot take: before any file exists
+        # a value a mechanism cannot take stops here, before any file exists (options of a
+        # mechanism not in this run included: they are a mistake either way)
+        for name in dict.fromkeys([*self.attentions, *self.options]):
             check_options(
                 name, self.options.get(name, {}),
                 heads=self.model.heads if model else max(1, self.heads),
