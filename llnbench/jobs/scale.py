@@ -22,7 +22,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from llnbench import files
-from llnbench.attention import ATTENTIONS, attention_options
+from llnbench.attention import ATTENTIONS, attention_class, check_options
+from llnbench.attention.external import is_spec
 from llnbench.bench.cells import layer_call, model_call, sdpa_backend, sdpa_backend_name
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
@@ -67,15 +68,14 @@ class ScaleConfig:
         if self.attentions in (["all"], ("all",)):
             self.attentions = list(ATTENTIONS)
         for name in self.attentions:
-            if name not in ATTENTIONS:
+            if is_spec(name):
+                attention_class(name)  # module.path:ClassName: importable, or says why not
+            elif name not in ATTENTIONS:
                 raise one_of("attention", name, ["all", *ATTENTIONS])
         for name, opts in self.options.items():
-            allowed = attention_options(name) if name in ATTENTIONS else {}
-            for key in opts:
-                if key not in allowed:
-                    raise ConfigError(
-                        f"unknown option options.{name}.{key}; allowed: {', '.join(allowed)}"
-                    )
+            if not is_spec(name) and name not in ATTENTIONS:
+                raise one_of("attention in options", name, list(ATTENTIONS))
+            check_options(name, opts, prefix=f"options.{name}")  # names and types
         if not 1 <= self.min_len <= self.max_len:
             raise ConfigError(
                 f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
