@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ def new_run_dir(job: str, label: str, explicit: str | None = None) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    # a mechanism spec (my_pkg.mod:Cls) or a hub id (org/name) is no folder name
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label)
     base = Path("runs") / job / f"{stamp}-{label}"
     path, i = base, 1
     while path.exists():  # two runs in the same second

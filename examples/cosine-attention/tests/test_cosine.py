@@ -13,27 +13,23 @@ from llnbench.testing import check_attention, check_forward
 
 
 def cosine_reference(attn, q, k, v, mask):
-    """Written from the formula, one query at a time in float64: softmax over the visible keys of
-    tau * q.k / (|q| |k|)."""
-    b, h, n, _ = q.shape
-    tau = torch.exp(attn.log_tau.double()).reshape(h)
-    out = torch.zeros(b, h, n, v.shape[-1], dtype=torch.float64)
-    for i_b in range(b):
-        for i_h in range(h):
-            for i in range(n):
-                keys = [j for j in range(n) if (mask is None or mask[i_b, j]) and
-                        (not attn.causal or j <= i)]  # fmt: skip
-                if not keys:  # a padded query with no visible key: unspecified, leave 0
-                    continue
-                qi = q[i_b, i_h, i].double()
-                logits = torch.stack([
-                    tau[i_h] * (qi @ k[i_b, i_h, j].double())
-                    / (max(qi.norm(), attn.eps) * max(k[i_b, i_h, j].double().norm(), attn.eps))
-                    for j in keys
-                ])  # fmt: skip
-                weights = torch.softmax(logits, dim=0)
-                out[i_b, i_h, i] = sum(w * v[i_b, i_h, j].double() for w, j in zip(weights, keys))
-    return out
+    """Written from the formula in float64: softmax over the visible keys j of
+    tau * q_i.k_j / (max(|q_i|, eps) max(|k_j|, eps)), visible = real (and j <= i if causal)."""
+    q, k, v = q.double(), k.double(), v.double()
+    n = q.shape[2]
+    tau = torch.exp(attn.log_tau.double())  # (H, 1, 1)
+    norms_q = q.norm(dim=-1, keepdim=True).clamp_min(attn.eps)
+    norms_k = k.norm(dim=-1, keepdim=True).clamp_min(attn.eps)
+    cosine = (q @ k.transpose(-1, -2)) / (norms_q * norms_k.transpose(-1, -2))
+    visible = torch.ones(q.shape[0], 1, n, n, dtype=torch.bool)
+    if mask is not None:
+        visible = visible & mask.bool()[:, None, None, :]
+    if attn.causal:
+        visible = visible & torch.ones(n, n, dtype=torch.bool).tril()
+    weights = torch.where(visible, torch.exp(tau * cosine - tau), 0.0)  # tau * cos <= tau
+    total = weights.sum(-1, keepdim=True)
+    # a padded query may see no key at all: its output is unspecified, here 0
+    return torch.where(total > 0, weights / total, 0.0) @ v
 
 
 class LeakyCosineAttention(CosineAttention):
