@@ -182,6 +182,26 @@ def report(ctx: typer.Context, print_config: PrintConfig = False) -> None:
     launch("report", overrides, print_config)
 
 
+@app.command(name="export")
+@user_errors
+def export(
+    run_dir: Annotated[str, typer.Argument(help="A pretraining run directory (or checkpoint).")],
+    out: Annotated[str, typer.Argument(help="The folder to write (new or empty).")],
+    format: Annotated[
+        str, typer.Option("--format", help="hf: a transformers save_pretrained folder.")
+    ] = "hf",
+) -> None:
+    """Export a pretraining run: `llnbench export RUN_DIR --format hf OUT` (safetensors).
+
+    Softmax attention gives a plain RobertaForMaskedLM with llnbench's logits; other mechanisms
+    are recorded in config.json and load back with `pretrained=hf:OUT`.
+    """
+    from llnbench.jobs.export import ExportConfig
+    from llnbench.jobs.export import run as run_export
+
+    run_export(ExportConfig(run_dir=run_dir, out=out, format=format))
+
+
 def main() -> None:
     app()
 
