@@ -149,3 +149,24 @@ def test_check_attention_runs_every_check_on_a_builtin() -> None:
 def test_check_attention_refuses_ill_typed_options() -> None:
     with pytest.raises(AssertionError, match=r"bad value 'x' for option 'chunk'"):
         check_attention(ATTENTIONS["linear_elu"], options={"chunk": "x"})
+
+
+def test_the_readme_example_meets_the_contract(tmp_path) -> None:
+    """README's "Add your own attention" class, run as written."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(# my_pkg/attention.py\n.*?)```", readme, re.S).group(1)
+    (tmp_path / "readme_attention.py").write_text(code)
+    spec = importlib.util.spec_from_file_location(
+        "readme_attention", tmp_path / "readme_attention.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def scaled_reference(attn, q, k, v, mask):
+        return softmax_matrix(attn.scale * q, k, mask, attn.causal) @ v
+
+    check_attention(module.ScaledSoftmax, scaled_reference, options={"scale": 2.0}, lengths=(5, 17))
