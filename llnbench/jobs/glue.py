@@ -81,9 +81,7 @@ class GlueConfig:
     seed: int = 0
     run_dir: str | None = None
     task: TaskConfig = field(default_factory=TaskConfig)
-    pretrained: str | None = (
-        None  # a pretraining run directory or checkpoint file, or hf:PATH_OR_ID
-    )
+    pretrained: str | None = None  # a pretraining run dir or checkpoint file, or hf:PATH_OR_ID
     attention: AttentionConfig | None = None  # from the checkpoint; set only to train from scratch
     model: dict[str, Any] = field(default_factory=dict)  # non-null keys: checked / from scratch
     tokenizer: str | None = None  # from the checkpoint; from scratch: embedded
