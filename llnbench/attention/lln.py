@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from llnbench.attention.base import masked_std
+from llnbench.attention.base import core_dtype, full_precision, key_mask_of, masked_std
+from llnbench.attention.kernels import dispatch
 from llnbench.attention.linear_core import MATMUL_DTYPES, FeatureMapAttention, exp_features
 from llnbench.errors import ConfigError, one_of
 
@@ -29,6 +31,14 @@ PAPER_B = -0.35487039130661086
 CONSTANTS = ("auto", "paper", "fit")
 STATS_SCOPES = {"batch": (0, 1, 2, 3), "sequence": (1, 2, 3), "head": (2, 3)}
 _MIN_SIGMA = 1e-6
+# (q, k, key_mask, dims) -> (sigma_q, sigma_k), each keepdim over dims
+SigmaFn = Callable[[Tensor, Tensor, Tensor | None, tuple[int, ...]], tuple[Tensor, Tensor]]
+
+
+def masked_sigmas(
+    q: Tensor, k: Tensor, key_mask: Tensor | None, dims: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    return masked_std(q, key_mask, dims), masked_std(k, key_mask, dims)
 
 
 @functools.cache
@@ -100,6 +110,7 @@ class LLNAttention(FeatureMapAttention):
         momentum: float = 0.1,
         chunk: int = 64,
         matmul_dtype: str = "fp32",
+        backend: str = "auto",
     ):
         super().__init__(num_heads=num_heads, head_dim=head_dim, causal=causal, dropout=dropout)
         if stats_scope not in STATS_SCOPES:
@@ -115,6 +126,10 @@ class LLNAttention(FeatureMapAttention):
                 f"LLN matmul_dtype={matmul_dtype} applies to bidirectional attention only; "
                 "causal LLN runs its chunked core in fp32"
             )
+        dispatch.check_build(backend, causal=causal, head_dim=head_dim, matmul_dtype=matmul_dtype)
+        self.backend = backend
+        self.last_backend: str | None = None  # what ran the latest forward call
+        self.fallback_reason: str | None = None  # why backend=auto ran torch, if it did
         self.matmul_dtype = matmul_dtype
         self.a, self.b = moment_constants(head_dim, constants)
         self.eps = float(eps)
@@ -137,30 +152,64 @@ class LLNAttention(FeatureMapAttention):
             "moment_matching": self.moment_matching,
             "stats_scope": self.stats_scope,
             "matmul_dtype": self.matmul_dtype,
+            "backend": self.backend,
         }
+
+    # -- backends -----------------------------------------------------------------------------
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        self.last_backend, self.fallback_reason = dispatch.select(
+            self.backend, causal=self.causal, q=q, matmul_dtype=self.matmul_dtype
+        )
+        if self.last_backend == "triton":
+            from llnbench.attention.kernels import triton_lln
+
+            key_mask = key_mask_of(attention_mask, q)
+            with full_precision(q.device):
+                alpha, beta = self.temperatures(q, k, key_mask, sigmas=triton_lln.moment_sigmas)
+                return triton_lln.lln_attention(q, k, v, alpha, beta, key_mask, eps=self.eps)
+        return super().forward(q, k, v, attention_mask)  # torch, or the fla causal core
+
+    def core_function(self) -> Callable[..., Tensor]:
+        if self.last_backend == "fla":
+            from llnbench.attention.kernels import fla_causal
+
+            return fla_causal.linear_attention
+        return super().core_function()
 
     # -- temperatures -------------------------------------------------------------------------
 
     @torch.no_grad()
     def temperatures(
-        self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, update_running: bool = True
+        self,
+        q: Tensor,
+        k: Tensor,
+        key_mask: Tensor | None,
+        *,
+        update_running: bool = True,
+        sigmas: SigmaFn = masked_sigmas,
     ) -> tuple[Tensor, Tensor]:
-        """alpha, beta broadcastable against (B, H, N, d); constants for autograd."""
+        """alpha, beta broadcastable against (B, H, N, d); constants for autograd.
+
+        ``sigmas`` computes the statistics (the fused kernel brings its own reduction).
+        """
+        dtype = core_dtype(q)
         if self.fixed_alpha_beta is not None:
-            alpha, beta = (q.new_tensor(x) for x in self.fixed_alpha_beta)
+            alpha, beta = (q.new_tensor(x, dtype=dtype) for x in self.fixed_alpha_beta)
             self.last_stats = {"alpha": alpha, "beta": beta}
             return alpha, beta
         if not self.moment_matching:
-            alpha = beta = q.new_tensor(self.head_dim**-0.25)
+            alpha = beta = q.new_tensor(self.head_dim**-0.25, dtype=dtype)
             self.last_stats = {"alpha": alpha, "beta": beta}
             return alpha, beta
         if self.causal and not self.training:
             sigma_q = self.running_sigma_q.to(q.dtype)
             sigma_k = self.running_sigma_k.to(q.dtype)
         else:
-            dims = STATS_SCOPES[self.stats_scope]
-            sigma_q = masked_std(q, key_mask, dims).clamp_min(_MIN_SIGMA)
-            sigma_k = masked_std(k, key_mask, dims).clamp_min(_MIN_SIGMA)
+            sigma_q, sigma_k = sigmas(q, k, key_mask, STATS_SCOPES[self.stats_scope])
+            sigma_q, sigma_k = sigma_q.clamp_min(_MIN_SIGMA), sigma_k.clamp_min(_MIN_SIGMA)
             if self.causal and update_running:
                 m = self.momentum
                 self.running_sigma_q.mul_(1 - m).add_(m * sigma_q.mean().to(torch.float32))
