@@ -128,6 +128,7 @@ class LLNAttention(FeatureMapAttention):
             )
         dispatch.check_build(backend, causal=causal, head_dim=head_dim, matmul_dtype=matmul_dtype)
         self.backend = backend
+        self._missing_package = dispatch.missing_package(causal) if backend == "auto" else None
         self.last_backend: str | None = None  # what ran the latest forward call
         self.fallback_reason: str | None = None  # why backend=auto ran torch, if it did
         self.matmul_dtype = matmul_dtype
@@ -161,8 +162,9 @@ class LLNAttention(FeatureMapAttention):
         self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
     ) -> Tensor:
         self.last_backend, self.fallback_reason = dispatch.select(
-            self.backend, causal=self.causal, q=q, matmul_dtype=self.matmul_dtype
-        )
+            self.backend, causal=self.causal, q=q, matmul_dtype=self.matmul_dtype,
+            missing=self._missing_package,
+        )  # fmt: skip
         if self.last_backend == "triton":
             from llnbench.attention.kernels import triton_lln
 

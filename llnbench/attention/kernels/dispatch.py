@@ -71,6 +71,15 @@ def check_build(backend: str, *, causal: bool, head_dim: int, matmul_dtype: str)
                 raise BackendUnavailable(f"attention.backend=fla: {_install_hint(label)}")
 
 
+def missing_package(causal: bool) -> str | None:
+    """The package the direction's kernel needs and lacks, or None (checked once, at build)."""
+    if package_missing("triton"):
+        return "triton"
+    if causal and package_missing("fla"):
+        return "fla-core"
+    return None
+
+
 def triton_interpreted() -> bool:
     """True when the Triton kernels were built for the interpreter (TRITON_INTERPRET=1)."""
     from llnbench.attention.kernels import triton_lln
@@ -79,13 +88,23 @@ def triton_interpreted() -> bool:
 
 
 def select(
-    backend: str, *, causal: bool, q: torch.Tensor, matmul_dtype: str = "fp32"
+    backend: str,
+    *,
+    causal: bool,
+    q: torch.Tensor,
+    matmul_dtype: str = "fp32",
+    missing: str | None = None,
 ) -> tuple[str, str | None]:
-    """(backend that runs this call, why auto fell back to torch or None)."""
+    """(backend that runs this call, why auto fell back to torch or None).
+
+    ``missing``: ``missing_package(causal)``, computed once by the module (not while tracing).
+    """
     if backend == "torch":
         return "torch", None
     if backend == "auto" and matmul_dtype != "fp32":
         return "torch", f"matmul_dtype={matmul_dtype} runs on the torch path"
+    if backend == "auto" and missing is not None:
+        return "torch", _install_hint(missing)
     problem = _call_problem(backend, causal, q)
     if problem is None:
         return backend if backend != "auto" else ("fla" if causal else "triton"), None
@@ -98,11 +117,8 @@ def select(
 def _call_problem(backend: str, causal: bool, q: torch.Tensor) -> str | None:
     """Why the fast path of this direction cannot run on ``q``; None when it can."""
     kernel = "fla" if causal else "triton"
-    if backend == "auto":  # explicit backends were checked at build time
-        if package_missing("triton") or (causal and package_missing("fla")):
-            return _install_hint("fla-core" if causal else "triton")
-        if not causal and q.shape[-1] > TRITON_MAX_HEAD_DIM:
-            return f"head_dim {q.shape[-1]} > {TRITON_MAX_HEAD_DIM}"
+    if backend == "auto" and not causal and q.shape[-1] > TRITON_MAX_HEAD_DIM:
+        return f"head_dim {q.shape[-1]} > {TRITON_MAX_HEAD_DIM}"  # explicit: refused at build
     if q.dtype not in KERNEL_DTYPES:
         return f"{kernel} kernels take fp32/bf16/fp16 tensors, got {str(q.dtype).removeprefix('torch.')}"
     if q.device.type != "cuda":
