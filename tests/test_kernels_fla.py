@@ -111,3 +111,23 @@ def test_module_through_the_fla_path_equals_torch_backend(fla_kernel, monkeypatc
     (ref * real).sum().backward()
     for a, b in zip(clones, inputs):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_short_autotune_keeps_four_configs_per_kernel() -> None:
+    """LLNBENCH_FLA_AUTOTUNE=short (make gpu-check): at most 4 configs, num_warps=4/stages=2 first."""
+    triton = pytest.importorskip("triton")
+    import types
+
+    configs = [triton.Config({"B": b}, num_warps=w, num_stages=s)
+               for b in (16, 32) for w in (1, 2, 4, 8) for s in (2, 3, 4)]  # fmt: skip
+    tuner = triton.runtime.autotuner.Autotuner(_dummy_kernel, ["x"], configs, [], None, None)
+    wrapped = types.SimpleNamespace(fn=tuner)  # as triton.heuristics wraps an autotuner
+    module = types.ModuleType("fake_fla_ops")
+    module.kernel, module.other = wrapped, 3
+    assert fla_causal.shorten_autotune([module]) == 1
+    assert [(c.kwargs["B"], c.num_warps, c.num_stages) for c in tuner.configs] == [
+        (16, 4, 2), (32, 4, 2), (16, 1, 2), (16, 1, 3)]  # fmt: skip
+
+
+def _dummy_kernel(x):  # stands for a jit function: the autotuner only stores it here
+    return x

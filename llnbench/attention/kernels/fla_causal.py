@@ -21,7 +21,12 @@ benchmark), so CPU tests check this mapping through fla's own pure-torch referen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,10 +41,38 @@ def log_decay(key_shift: Tensor) -> Tensor:
     return g
 
 
+@functools.cache
 def _chunk_simple_gla() -> Callable[..., tuple[Tensor, Tensor | None]]:
     from fla.ops.simple_gla import chunk_simple_gla
 
+    if os.environ.get("LLNBENCH_FLA_AUTOTUNE", "full") == "short":
+        shorten_autotune(m for n, m in list(sys.modules.items()) if n.startswith("fla.ops"))
     return chunk_simple_gla
+
+
+def shorten_autotune(modules: Iterable[ModuleType], keep: int = 4) -> int:
+    """Cut every Triton autotuner in ``modules`` to ``keep`` configs (num_warps=4, num_stages=2
+    first). fla-core tries up to 48 configs per kernel, and a fresh machine compiles each one:
+    minutes for one causal forward + backward, too long for a timed GPU check
+    (``LLNBENCH_FLA_AUTOTUNE=short``, which ``make gpu-check`` sets). Returns how many it cut."""
+    from triton.runtime.autotuner import Autotuner
+
+    cut = 0
+    for module in modules:
+        for obj in list(vars(module).values()):
+            for _ in range(4):  # heuristics/autotune wrappers hold the next layer in .fn
+                if isinstance(obj, Autotuner):
+                    if len(obj.configs) > keep:
+                        obj.configs = _short_list(obj.configs, keep)
+                        cut += 1
+                    break
+                obj = getattr(obj, "fn", None)
+    return cut
+
+
+def _short_list(configs: list[Any], keep: int) -> list[Any]:
+    first = [c for c in configs if c.num_warps == 4 and c.num_stages == 2]
+    return (first + [c for c in configs if c not in first])[:keep]
 
 
 @torch.compiler.disable
