@@ -82,10 +82,14 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _rate(row: dict[str, Any]) -> str:
-    """Achieved bandwidth for memory-bound (or unknown-bound) layer rows, else TFLOP/s."""
-    if row.get("gbps") is not None and row.get("bound") != "compute":
-        return f"{row['gbps']:.4g} GB/s"
-    return "—" if row.get("tflops") is None else f"{row['tflops']:.3g} TFLOP/s"
+    """GB/s for memory-bound rows, TFLOP/s for compute-bound ones; without device peaks, by
+    arithmetic intensity (above 100 FLOP/byte counts as compute-bound, as on every GPU listed)."""
+    tflops, gbps, bound = row.get("tflops"), row.get("gbps"), row.get("bound")
+    if bound is None and tflops is not None and gbps:
+        bound = "compute" if tflops * 1e3 / gbps > 100 else "memory"
+    if gbps is not None and bound != "compute":
+        return f"{gbps:.4g} GB/s"
+    return "—" if tflops is None else f"{tflops:.3g} TFLOP/s"
 
 
 def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
