@@ -274,7 +274,7 @@ def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
         return {"status": "oom", "reason": "out of memory"}
     except BackendUnavailable as err:  # an explicit backend this device cannot run
         return {"status": "skipped", "reason": str(err)}
-    except (RuntimeError, ValueError) as err:
+    except Exception as err:  # any other failure (a kernel that does not compile): a row
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return {"status": "error", "reason": message[:300]}
     finally:
