@@ -46,9 +46,31 @@ def test_plan_covers_the_issue_at_gpu_sizes(tmp_path) -> None:
     assert all(s.env["LLNBENCH_FLA_AUTOTUNE"] == "short" for s in steps.values())
 
 
+def test_gpu_sized_commands_compose_and_validate(tmp_path) -> None:
+    """Every llnbench step at its GPU sizes composes and converts to its typed config (what
+    the dry run cannot show, since it shrinks the sizes)."""
+    from llnbench.cli import JOBS
+    from llnbench.config import compose, from_dict, to_container
+
+    for step in gpu_check.plan(tmp_path, dry=False):
+        if step.kind != "llnbench":
+            continue
+        job, *args = step.argv
+        module_name, config_name = JOBS[job]
+        cls = getattr(__import__(module_name, fromlist=[config_name]), config_name)
+        cfg = from_dict(cls, to_container(compose(job, args)))
+        if job == "pretrain":
+            assert cfg.model.layers == 12 and cfg.trainer.precision == "bf16"
+        else:
+            assert cfg.device == "cuda" and cfg.dtype == "bf16"
+
+
 def test_dry_run_rehearses_every_step(tmp_path, capsys) -> None:
-    out = tmp_path / "gc"
-    assert gpu_check.main(["--dry-run", "--out", str(out), "--skip", "tests"]) == 0
+    out, export = tmp_path / "gc", tmp_path / "export"
+    assert gpu_check.main(["--dry-run", "--out", str(out), "--skip", "tests", "--export",
+                           str(export)]) == 0  # fmt: skip
+    assert sorted(p.name for p in export.iterdir()) == [
+        "gpu-check.tar.gz", "summary.json", "summary.md"]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
     assert status.pop("tests") == "skipped" and status.pop("install") in ("ok", "skipped")

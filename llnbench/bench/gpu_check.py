@@ -15,6 +15,11 @@ directory and log, ``summary.json``, ``summary.md`` (the table printed at the en
 
 Without CUDA it says so and exits 0 having run nothing. ``--dry-run`` runs every step at tiny
 sizes on CPU, in this process (installs nothing), so a typo fails here and not on the GPU.
+
+On a lent machine that reaches no registry: ``make gpu-wheels`` here (fills ``.whl/``), carry
+``.whl``, and run ``make gpu-check GPU_CHECK_ARGS="--wheels .whl --export $OUT"`` (or
+``python3 -m llnbench.bench.gpu_check ...`` where there is no make); ``--export`` copies the
+three result files flat, for tools that bring back only a few files.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import datetime
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -428,6 +434,8 @@ def main(argv: list[str] | None = None, *, cuda_available: Callable[[], bool] | 
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="hard overall deadline")
     parser.add_argument("--skip", default="", help="comma list of step names to skip")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU, in-process")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="also copy summary.md, summary.json and the tarball here (flat)")  # fmt: skip
     parser.add_argument("--probe", nargs=2, metavar=("JSON", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -466,7 +474,11 @@ def main(argv: list[str] | None = None, *, cuda_available: Callable[[], bool] | 
                "budget_s": args.budget_s, "steps": [vars(s) for s in steps], "goals": goal_rows,
                "pretrain": pretrain}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    bundle(out)
+    tarball = bundle(out)
+    if args.export is not None:
+        args.export.mkdir(parents=True, exist_ok=True)
+        for path in (out / "summary.md", out / "summary.json", tarball):
+            shutil.copy2(path, args.export / path.name)
     print(text)
     print(f"gpu-check: {summary['wall_s']:.0f} s; results in {out}")
     return 0
