@@ -31,14 +31,11 @@ PAPER_B = -0.35487039130661086
 CONSTANTS = ("auto", "paper", "fit")
 STATS_SCOPES = {"batch": (0, 1, 2, 3), "sequence": (1, 2, 3), "head": (2, 3)}
 _MIN_SIGMA = 1e-6
-# (q, k, key_mask, dims) -> (sigma_q, sigma_k), each keepdim over dims
-SigmaFn = Callable[[Tensor, Tensor, Tensor | None, tuple[int, ...]], tuple[Tensor, Tensor]]
 
 
-def masked_sigmas(
-    q: Tensor, k: Tensor, key_mask: Tensor | None, dims: tuple[int, ...]
-) -> tuple[Tensor, Tensor]:
-    return masked_std(q, key_mask, dims), masked_std(k, key_mask, dims)
+def _mean(x: Tensor) -> Tensor:
+    """A statistic for logging: one value as it is (no kernel launch), else its mean."""
+    return x.reshape(()) if x.numel() == 1 else x.mean()
 
 
 @functools.cache
@@ -170,7 +167,15 @@ class LLNAttention(FeatureMapAttention):
 
             key_mask = key_mask_of(attention_mask, q)
             with full_precision(q.device):
-                alpha, beta = self.temperatures(q, k, key_mask, sigmas=triton_lln.moment_sigmas)
+                if self.moment_matching and self.fixed_alpha_beta is None:
+                    # statistics and temperatures in two launches (the kernel's own reduction)
+                    stats = triton_lln.moment_temperatures(
+                        q, k, key_mask, self.stats_scope, self.a, self.b, min_sigma=_MIN_SIGMA
+                    )
+                    self.last_stats = {key: _mean(value) for key, value in stats.items()}
+                    alpha, beta = stats["alpha"], stats["beta"]
+                else:
+                    alpha, beta = self.temperatures(q, k, key_mask)
                 return triton_lln.lln_attention(q, k, v, alpha, beta, key_mask, eps=self.eps)
         return super().forward(q, k, v, attention_mask)  # torch, or the fla causal core
 
@@ -185,18 +190,9 @@ class LLNAttention(FeatureMapAttention):
 
     @torch.no_grad()
     def temperatures(
-        self,
-        q: Tensor,
-        k: Tensor,
-        key_mask: Tensor | None,
-        *,
-        update_running: bool = True,
-        sigmas: SigmaFn = masked_sigmas,
+        self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, update_running: bool = True
     ) -> tuple[Tensor, Tensor]:
-        """alpha, beta broadcastable against (B, H, N, d); constants for autograd.
-
-        ``sigmas`` computes the statistics (the fused kernel brings its own reduction).
-        """
+        """alpha, beta broadcastable against (B, H, N, d); constants for autograd."""
         dtype = core_dtype(q)
         if self.fixed_alpha_beta is not None:
             alpha, beta = (q.new_tensor(x, dtype=dtype) for x in self.fixed_alpha_beta)
@@ -210,8 +206,9 @@ class LLNAttention(FeatureMapAttention):
             sigma_q = self.running_sigma_q.to(q.dtype)
             sigma_k = self.running_sigma_k.to(q.dtype)
         else:
-            sigma_q, sigma_k = sigmas(q, k, key_mask, STATS_SCOPES[self.stats_scope])
-            sigma_q, sigma_k = sigma_q.clamp_min(_MIN_SIGMA), sigma_k.clamp_min(_MIN_SIGMA)
+            dims = STATS_SCOPES[self.stats_scope]
+            sigma_q = masked_std(q, key_mask, dims).clamp_min(_MIN_SIGMA)
+            sigma_k = masked_std(k, key_mask, dims).clamp_min(_MIN_SIGMA)
             if self.causal and update_running:
                 m = self.momentum
                 self.running_sigma_q.mul_(1 - m).add_(m * sigma_q.mean().to(torch.float32))

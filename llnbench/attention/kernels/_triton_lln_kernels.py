@@ -46,16 +46,21 @@ def _load_state(S, Z, bh, offs_d, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _merge(cnt, mean, m2, x, valid):
-    """Chan's merge of one tile's per-column (count, mean, M2) into the running ones."""
-    cnt_b = tl.sum(valid.to(tl.float32), axis=0)
-    mean_b = tl.sum(tl.where(valid, x, 0.0), axis=0) / tl.maximum(cnt_b, 1.0)
-    dev = tl.where(valid, x - mean_b[None, :], 0.0)
-    m2_b = tl.sum(dev * dev, axis=0)
+def _merge_stats(cnt, mean, m2, cnt_b, mean_b, m2_b):
+    """Chan's merge of two per-column (count, mean, M2) summaries."""
     total = cnt + cnt_b
     delta = mean_b - mean
     share = cnt_b / tl.maximum(total, 1.0)
     return total, mean + delta * share, m2 + m2_b + delta * delta * cnt * share
+
+
+@triton.jit
+def _merge(cnt, mean, m2, x, valid):
+    """Merge one tile's per-column (count, mean, M2) into the running ones."""
+    cnt_b = tl.sum(valid.to(tl.float32), axis=0)
+    mean_b = tl.sum(tl.where(valid, x, 0.0), axis=0) / tl.maximum(cnt_b, 1.0)
+    dev = tl.where(valid, x - mean_b[None, :], 0.0)
+    return _merge_stats(cnt, mean, m2, cnt_b, mean_b, tl.sum(dev * dev, axis=0))
 
 
 @triton.jit
@@ -93,8 +98,72 @@ def moments_kernel(
 
 
 @triton.jit
+def _column_std(cnt, mean, m2):
+    """Unbiased std of everything the per-column summaries cover (count - 1, clamped at 1)."""
+    total = tl.sum(cnt, axis=0)
+    grand = tl.sum(cnt * mean, axis=0) / tl.maximum(total, 1.0)
+    dev = mean - grand
+    var = tl.sum(m2 + cnt * dev * dev, axis=0) / tl.maximum(total - 1.0, 1.0)
+    return tl.sqrt(var)
+
+
+@triton.jit
+def temperatures_kernel(
+    PART, OUT, members, n_groups, a, b, min_sigma, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """Per statistics group (the scope's pooling: 1, B or B*H groups of ``members`` partials):
+    sigma_q, sigma_k and the moment-matched alpha, beta, st of ``lln.symmetric_temperatures``
+    (st^2 = (sigma_q^2 sigma_k^2 - b) / 2a, alpha = st / sigma_q, beta = st / sigma_k).
+    OUT is (5, n_groups): sigma_q, sigma_k, alpha, beta, st."""
+    g = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_D)
+    zeros = tl.zeros([BLOCK_D], dtype=tl.float32)
+    cq, mq, vq = zeros, zeros, zeros
+    ck, mk, vk = zeros, zeros, zeros
+    for i in range(0, members):
+        base = PART + (g * members + i) * 6 * BLOCK_D + offs
+        cq, mq, vq = _merge_stats(cq, mq, vq, tl.load(base), tl.load(base + BLOCK_D),
+                                  tl.load(base + 2 * BLOCK_D))  # fmt: skip
+        ck, mk, vk = _merge_stats(ck, mk, vk, tl.load(base + 3 * BLOCK_D),
+                                  tl.load(base + 4 * BLOCK_D), tl.load(base + 5 * BLOCK_D))  # fmt: skip
+    sq = tl.maximum(_column_std(cq, mq, vq), min_sigma)
+    sk = tl.maximum(_column_std(ck, mk, vk), min_sigma)
+    st = tl.sqrt(tl.maximum((sq * sq * sk * sk - b) / (2.0 * a), 1e-12))
+    tl.store(OUT + g, sq)
+    tl.store(OUT + n_groups + g, sk)
+    tl.store(OUT + 2 * n_groups + g, st / sq)
+    tl.store(OUT + 3 * n_groups + g, st / sk)
+    tl.store(OUT + 4 * n_groups + g, st)
+
+
+@triton.jit
+def merge_states_kernel(
+    M_PART, S_PART, Z_PART, SHIFT, S, Z, nsplit, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """One (b, h): the global shift M = max of the partial maxima, and S, z = the partial states
+    rescaled to it (online softmax); a range of padding only (max -inf) weighs 0."""
+    bh = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_D)
+    m = tl.full([BLOCK_D], float("-inf"), dtype=tl.float32)
+    for i in range(0, nsplit):
+        m = tl.maximum(m, tl.load(M_PART + bh * nsplit + i))
+    shift = tl.where(m == float("-inf"), 0.0, m)
+    tile = offs[:, None] * BLOCK_D + offs[None, :]
+    acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    z = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for i in range(0, nsplit):
+        prog = bh * nsplit + i
+        w = tl.exp(tl.load(M_PART + prog) - shift)
+        acc += w[:, None] * tl.load(S_PART + prog * BLOCK_D * BLOCK_D + tile)
+        z += w * tl.load(Z_PART + prog * BLOCK_D + offs)
+    tl.store(SHIFT + bh, tl.max(shift, axis=0))
+    tl.store(S + bh * BLOCK_D * BLOCK_D + tile, acc)
+    tl.store(Z + bh * BLOCK_D + offs, z)
+
+
+@triton.jit
 def kv_state_kernel(
-    K, V, MASK, BETA, MAX_OUT, S_OUT, Z_OUT, H, N, d, blocks_per_prog,
+    K, V, MASK, BETA, MAX_OUT, S_OUT, Z_OUT, H, N, d, blocks_per_prog, ab_div,
     skb, skh, skn, svb, svh, svn, smb,
     HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -106,7 +175,7 @@ def kv_state_kernel(
     nsplit = tl.num_programs(1)
     b = bh // H
     h = bh % H
-    beta = tl.load(BETA + bh)
+    beta = tl.load(BETA + bh // ab_div)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < d
     m_run = tl.full([BLOCK_D], float("-inf"), dtype=tl.float32)  # one value, kept as a vector
@@ -149,7 +218,7 @@ def _query_features(Q, MASK, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn, s
 
 @triton.jit
 def query_kernel(
-    Q, MASK, ALPHA, S, Z, OUT, eps, H, N, d,
+    Q, MASK, ALPHA, S, Z, OUT, eps, H, N, d, ab_div,
     sqb, sqh, sqn, sob, soh, son, smb,
     HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -160,7 +229,7 @@ def query_kernel(
     h = bh % H
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    alpha = tl.load(ALPHA + bh)
+    alpha = tl.load(ALPHA + bh // ab_div)
     phi, _ = _query_features(Q, MASK, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn, smb,
                              HAS_MASK)  # fmt: skip
     state, zz = _load_state(S, Z, bh, offs_d, BLOCK_D)
@@ -173,7 +242,7 @@ def query_kernel(
 
 @triton.jit
 def query_backward_kernel(
-    Q, MASK, ALPHA, S, Z, DO, DQ, DS_OUT, DZ_OUT, eps, H, N, d, blocks_per_prog,
+    Q, MASK, ALPHA, S, Z, DO, DQ, DS_OUT, DZ_OUT, eps, H, N, d, blocks_per_prog, ab_div,
     sqb, sqh, sqn, sgb, sgh, sgn, sdb, sdh, sdn, smb,
     HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -190,7 +259,7 @@ def query_backward_kernel(
     h = bh % H
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < d
-    alpha = tl.load(ALPHA + bh)
+    alpha = tl.load(ALPHA + bh // ab_div)
     state, zz = _load_state(S, Z, bh, offs_d, BLOCK_D)
     acc_ds = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     acc_dz = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -219,7 +288,7 @@ def query_backward_kernel(
 
 @triton.jit
 def key_backward_kernel(
-    K, V, MASK, BETA, MAX, DS, DZ, DK, DV, H, N, d,
+    K, V, MASK, BETA, MAX, DS, DZ, DK, DV, H, N, d, ab_div,
     skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, smb,
     HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -231,7 +300,7 @@ def key_backward_kernel(
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < d
-    beta = tl.load(BETA + bh)
+    beta = tl.load(BETA + bh // ab_div)
     shift = tl.load(MAX + bh)
     real = _row_mask(MASK, b, offs_n, N, smb, HAS_MASK)
     valid = real[:, None] & dmask[None, :]

@@ -73,35 +73,53 @@ def _strides(t: Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
+# how moments_kernel's partials, (bh, split) in order, pool into the scope's groups
+SCOPE_GROUPS = {"batch": lambda b, h: (1, b * h), "sequence": lambda b, h: (b, h),
+                "head": lambda b, h: (b * h, 1)}  # fmt: skip
+_DIMS_SCOPE = {(0, 1, 2, 3): "batch", (1, 2, 3): "sequence", (2, 3): "head"}
+
+
 @torch.compiler.disable
+def moment_temperatures(
+    q: Tensor, k: Tensor, key_mask: Tensor | None, scope: str, a: float, b: float,
+    *, min_sigma: float = 1e-6, tiling: Tiling = Tiling(),
+) -> dict[str, Tensor]:  # fmt: skip
+    """sigma_q, sigma_k (unbiased std of the real entries per statistics group, clamped at
+    ``min_sigma``) and the moment-matched alpha, beta, st: fp32 tensors of (groups,), where the
+    scope ``batch`` has 1 group, ``sequence`` B and ``head`` B*H. Two launches, no torch ops."""
+    q, k = _unit_stride(q), _unit_stride(k)
+    batch, heads, n, d = q.shape
+    bd = block_d(d)
+    nsplit, per_prog = _splits(n, batch * heads, tiling, q.device)
+    part = torch.empty(batch * heads * nsplit * 6 * bd, dtype=torch.float32, device=q.device)
+    mask, has_mask = _mask_arg(key_mask, q)
+    ker = kernels()
+    ker.moments_kernel[(batch * heads, nsplit)](
+        q, k, mask, part, heads, n, d, per_prog, *_strides(q), *_strides(k), n,
+        HAS_MASK=has_mask, BLOCK_N=tiling.block, BLOCK_D=bd, num_warps=4,
+    )  # fmt: skip
+    groups, per_group = SCOPE_GROUPS[scope](batch, heads)
+    out = torch.empty(5, groups, dtype=torch.float32, device=q.device)
+    ker.temperatures_kernel[(groups,)](
+        part, out, per_group * nsplit, groups, float(a), float(b), float(min_sigma),
+        BLOCK_D=bd, num_warps=1,
+    )  # fmt: skip
+    return dict(zip(("sigma_q", "sigma_k", "alpha", "beta", "sigma_tilde"), out, strict=True))
+
+
 def moment_sigmas(
     q: Tensor, k: Tensor, key_mask: Tensor | None, dims: tuple[int, ...], tiling: Tiling = Tiling()
 ) -> tuple[Tensor, Tensor]:
-    """Unbiased std of the real entries of q and k over ``dims`` (keepdim), as ``masked_std``."""
-    q, k = _unit_stride(q), _unit_stride(k)
-    b, h, n, d = q.shape
-    bd = block_d(d)
-    nsplit, per_prog = _splits(n, b * h, tiling, q.device)
-    out = torch.empty(b * h * nsplit * 6 * bd, dtype=torch.float32, device=q.device)
-    mask, has_mask = _mask_arg(key_mask, q)
-    kernels().moments_kernel[(b * h, nsplit)](
-        q, k, mask, out, h, n, d, per_prog, *_strides(q), *_strides(k), n,
-        HAS_MASK=has_mask, BLOCK_N=tiling.block, BLOCK_D=bd, num_warps=4,
-    )  # fmt: skip
-    stats = out.view(b, h, nsplit, 2, 3, bd).double()
-    count, mean, m2 = (stats[:, :, :, :, i] for i in range(3))  # each (B, H, split, q|k, D)
-    # Chan's merge over every group the scope pools: (b, h) as ``dims`` says, splits, columns
-    axes = [a for a in dims if a in (0, 1)] + [2, 4]
-    total = count.sum(dim=axes, keepdim=True)
-    grand = (count * mean).sum(dim=axes, keepdim=True) / total.clamp_min(1)
-    var = (m2 + count * (mean - grand) ** 2).sum(dim=axes, keepdim=True)
-    std = (var / (total - 1).clamp_min(1)).sqrt().float()  # (B or 1, H or 1, 1, 2, 1)
-    return std[:, :, :, 0, :], std[:, :, :, 1, :]
+    """``masked_std`` of q and k over ``dims`` (keepdim shapes), from the kernels (unclamped)."""
+    stats = moment_temperatures(q, k, key_mask, _DIMS_SCOPE[tuple(dims)], 1.0, 0.0,
+                                min_sigma=0.0, tiling=tiling)  # fmt: skip
+    shape = [q.shape[0] if 0 not in dims else 1, q.shape[1] if 1 not in dims else 1, 1, 1]
+    return stats["sigma_q"].reshape(shape), stats["sigma_k"].reshape(shape)
 
 
 class _FusedLLN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, alpha, beta, key_mask, eps, tiling):
+    def forward(ctx, q, k, v, alpha, beta, ab_div, key_mask, eps, tiling):
         q, k, v = (_unit_stride(t) for t in (q, k, v))
         b, h, n, d = q.shape
         bd, blk = block_d(d), tiling.block
@@ -114,24 +132,29 @@ class _FusedLLN(torch.autograd.Function):
         z_part = torch.empty(b * h * nsplit, bd, **f32)
         ker = kernels()
         ker.kv_state_kernel[(b * h, nsplit)](
-            k, v, mask, beta, m_part, s_part, z_part, h, n, d, per_prog, *_strides(k),
+            k, v, mask, beta, m_part, s_part, z_part, h, n, d, per_prog, ab_div, *_strides(k),
             *_strides(v), n, HAS_MASK=has_mask, BLOCK_N=blk, BLOCK_D=bd, PRECISION=precision,
             num_warps=4,
         )  # fmt: skip
-        shift, state, z = _merge_states(m_part, s_part, z_part, b * h, nsplit)
+        shift = torch.empty(b * h, **f32)
+        state = torch.empty(b * h, bd, bd, **f32)
+        z = torch.empty(b * h, bd, **f32)
+        ker.merge_states_kernel[(b * h,)](
+            m_part, s_part, z_part, shift, state, z, nsplit, BLOCK_D=bd, num_warps=4
+        )
         out = torch.empty((b, h, n, d), dtype=v.dtype, device=q.device)
         ker.query_kernel[(b * h, math.ceil(n / blk))](
-            q, mask, alpha, state, z, out, eps, h, n, d, *_strides(q), *_strides(out), n,
+            q, mask, alpha, state, z, out, eps, h, n, d, ab_div, *_strides(q), *_strides(out), n,
             HAS_MASK=has_mask, BLOCK_M=blk, BLOCK_D=bd, PRECISION=precision, num_warps=4,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, alpha, beta, mask, shift, state, z)
-        ctx.config = (eps, tiling, has_mask, precision)
+        ctx.config = (eps, tiling, has_mask, precision, ab_div)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, alpha, beta, mask, shift, state, z = ctx.saved_tensors
-        eps, tiling, has_mask, precision = ctx.config
+        eps, tiling, has_mask, precision, ab_div = ctx.config
         grad_out = _unit_stride(grad_out)
         b, h, n, d = q.shape
         bd, blk = block_d(d), tiling.block
@@ -143,38 +166,29 @@ class _FusedLLN(torch.autograd.Function):
         ker = kernels()
         ker.query_backward_kernel[(b * h, nsplit)](
             q, mask, alpha, state, z, grad_out, dq, ds_part, dz_part, eps, h, n, d, per_prog,
-            *_strides(q), *_strides(grad_out), *_strides(dq), n, HAS_MASK=has_mask, BLOCK_M=blk,
+            ab_div, *_strides(q), *_strides(grad_out), *_strides(dq), n, HAS_MASK=has_mask, BLOCK_M=blk,
             BLOCK_D=bd, PRECISION=precision, num_warps=8,
         )  # fmt: skip
-        ds = ds_part.view(b * h, nsplit, bd, bd).sum(1).contiguous()
-        dz = dz_part.view(b * h, nsplit, bd).sum(1).contiguous()
+        ds = ds_part.view(b * h, nsplit, bd, bd).sum(1)
+        dz = dz_part.view(b * h, nsplit, bd).sum(1)
         dk = torch.empty((b, h, n, d), dtype=k.dtype, device=q.device)
         dv = torch.empty((b, h, n, d), dtype=v.dtype, device=q.device)
         ker.key_backward_kernel[(b * h, math.ceil(n / blk))](
-            k, v, mask, beta, shift, ds, dz, dk, dv, h, n, d, *_strides(k), *_strides(v),
+            k, v, mask, beta, shift, ds, dz, dk, dv, h, n, d, ab_div, *_strides(k), *_strides(v),
             *_strides(dk), n, HAS_MASK=has_mask, BLOCK_N=blk, BLOCK_D=bd, PRECISION=precision,
             num_warps=4,
         )  # fmt: skip
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
 
 
-def _merge_states(
-    m_part: Tensor, s_part: Tensor, z_part: Tensor, heads: int, nsplit: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One global shift M per (b, h) and the partial states rescaled to it (online softmax)."""
-    m = m_part.view(heads, nsplit)
-    shift = m.amax(1)
-    shift = torch.where(torch.isinf(shift), torch.zeros_like(shift), shift)
-    weight = torch.exp(m - shift[:, None])  # 0 for a range of padding only
-    bd = s_part.shape[-1]
-    state = (s_part.view(heads, nsplit, bd, bd) * weight[..., None, None]).sum(1).contiguous()
-    z = (z_part.view(heads, nsplit, bd) * weight[..., None]).sum(1).contiguous()
-    return shift.contiguous(), state, z
-
-
-def _per_head(x: Tensor, b: int, h: int) -> Tensor:
-    """alpha or beta (a scalar, (B,1,1,1) or (B,H,1,1)) as a contiguous fp32 (B*H,) tensor."""
-    return x.to(torch.float32).reshape(x.shape[:2] if x.dim() >= 2 else ()).expand(b, h).reshape(-1)
+def _per_head(x: Tensor, b: int, h: int) -> tuple[Tensor, int]:
+    """alpha or beta (a scalar, (B,1,1,1) or (B,H,1,1)) as fp32 values and the divisor that
+    maps a program's b*H + h to its entry (B*H: one value, H: per sequence, 1: per head)."""
+    flat = x.to(torch.float32).reshape(-1)
+    div = {1: b * h, b: h, b * h: 1}.get(flat.numel())
+    if div is None:
+        raise ValueError(f"alpha/beta with {flat.numel()} values for B={b}, H={h}")
+    return flat.contiguous(), div
 
 
 @torch.compiler.disable
@@ -191,6 +205,7 @@ def lln_attention(
 ) -> Tensor:
     """Bidirectional LLN output (B, H, N, d) in v's dtype; differentiable in q, k and v."""
     b, h = q.shape[:2]
-    alpha_bh = _per_head(alpha, b, h).contiguous()
-    beta_bh = _per_head(beta, b, h).contiguous()
-    return _FusedLLN.apply(q, k, v, alpha_bh, beta_bh, key_mask, float(eps), tiling)
+    (alpha, div), (beta, beta_div) = _per_head(alpha, b, h), _per_head(beta, b, h)
+    if div != beta_div:
+        raise ValueError("alpha and beta must come from one statistics scope (same shape)")
+    return _FusedLLN.apply(q, k, v, alpha, beta, div, key_mask, float(eps), tiling)
