@@ -142,6 +142,13 @@ def scale(
     sdpa_backend: Annotated[
         str | None, typer.Option("--sdpa-backend", help="auto | flash | efficient | cudnn | math")
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="LLN backends, one series each: auto,torch,triton,fla."),
+    ] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile each timed layer or model.")
+    ] = False,
     print_config: PrintConfig = False,
 ) -> None:
     """Time and peak memory of attention vs sequence length -> scale.json, scale.csv, scale.png."""
@@ -150,6 +157,8 @@ def scale(
         max_len=max_len, min_len=min_len, attentions=attentions, mode=mode,
         causal=causal or None, device=device, dtype=dtype, batch_size=batch_size, scope=scope,
         run_dir=out, heads=heads, head_dim=head_dim, budget_s=budget_s, sdpa_backend=sdpa_backend,
+        backends=[b.strip() for b in backend.split(",") if b.strip()] if backend else None,
+        compile=compile or None,
     )  # fmt: skip
     launch("scale", overrides + list(ctx.args), print_config)
 

@@ -265,6 +265,9 @@ def convert(tp: Any, value: Any, path: str) -> Any:
                 return convert(option, value, path)
             except ConfigError as err:
                 errors.append(str(err))
+        allowed = [e.split("; allowed: ", 1)[1] for e in errors if "; allowed: " in e]
+        if len(allowed) > 1 and len(allowed) == len(errors):  # e.g. bool | Literal[...]
+            raise ConfigError(f"bad value {value!r} for {path}; allowed: {', '.join(allowed)}")
         raise ConfigError(errors[0] if errors else f"bad value {value!r} for {path}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)

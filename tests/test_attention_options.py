@@ -98,7 +98,7 @@ def invoke(*args: str):
         ),
         (
             ["pretrain", "attention=lln", "attention.epsilon=1"],
-            "unknown option attention.epsilon for attention 'lln'; allowed: chunk",
+            "unknown option attention.epsilon for attention 'lln'; allowed: backend, chunk",
         ),
         (
             ["analyze", "options.lln.eps=abc"],

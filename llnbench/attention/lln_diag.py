@@ -60,6 +60,10 @@ class LLNDiagAttention(Attention):
         return {"diag_block": self.block, "combine": self.combine, **self.lln.options()}
 
     @property
+    def last_backend(self) -> str | None:  # the LLN branch's (the Diag branch is SDPA)
+        return self.lln.last_backend
+
+    @property
     def last_stats(self) -> dict[str, Tensor]:  # the LLN branch's moment statistics
         return self.lln.last_stats if hasattr(self, "lln") else {}
 
