@@ -171,6 +171,13 @@ def scale(
     sdpa_backend: Annotated[
         str | None, typer.Option("--sdpa-backend", help="auto | flash | efficient | cudnn | math")
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="LLN backends, one series each: auto,torch,triton,fla."),
+    ] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile each timed layer or model.")
+    ] = False,
     print_config: PrintConfig = False,
 ) -> None:
     """Time and peak memory of attention vs sequence length -> scale.json, scale.csv, scale.png."""
@@ -179,6 +186,8 @@ def scale(
         max_len=max_len, min_len=min_len, attentions=attentions, mode=mode,
         causal=causal or None, device=device, dtype=dtype, batch_size=batch_size, scope=scope,
         run_dir=out, heads=heads, head_dim=head_dim, budget_s=budget_s, sdpa_backend=sdpa_backend,
+        backends=[b.strip() for b in backend.split(",") if b.strip()] if backend else None,
+        compile=compile or None,
     )  # fmt: skip
     launch("scale", overrides + list(ctx.args), print_config)
 
@@ -209,6 +218,26 @@ def report(ctx: typer.Context, print_config: PrintConfig = False) -> None:
     if paths:
         overrides.append(f"inputs={_value(paths)}")
     launch("report", overrides, print_config)
+
+
+@app.command(name="export")
+@user_errors
+def export(
+    run_dir: Annotated[str, typer.Argument(help="A pretraining run directory (or checkpoint).")],
+    out: Annotated[str, typer.Argument(help="The folder to write (new or empty).")],
+    format: Annotated[
+        str, typer.Option("--format", help="hf: a transformers save_pretrained folder.")
+    ] = "hf",
+) -> None:
+    """Export a pretraining run: `llnbench export RUN_DIR --format hf OUT` (safetensors).
+
+    Softmax attention gives a plain RobertaForMaskedLM with llnbench's logits; other mechanisms
+    are recorded in config.json and load back with `pretrained=hf:OUT`.
+    """
+    from llnbench.jobs.export import ExportConfig
+    from llnbench.jobs.export import run as run_export
+
+    run_export(ExportConfig(run_dir=run_dir, out=out, format=format))
 
 
 def main() -> None:

@@ -40,11 +40,25 @@ def compose(job: str, overrides: list[str]) -> Any:
     from omegaconf import OmegaConf
 
     try:
-        cfg = _hydra_compose(job, overrides)
+        cfg = _hydra_compose(job, [open_option_override(o) for o in overrides])
         OmegaConf.resolve(cfg)
         return cfg
     except Exception as err:  # Hydra/OmegaConf raise many types; all are user errors here
         raise ConfigError(hydra_message(err, job, overrides)) from None
+
+
+# Mechanism options are open mappings checked against the class signature, not Hydra struct
+# nodes: ``attention.momentum=0.2`` (an option its yaml does not list) and
+# ``options.lln.eps=1e-5`` (scale, analyze) need no ``+``; the signature check names a bad one.
+OPTION_KEYS = ("attention.", "options.")
+
+
+def open_option_override(override: str) -> str:
+    """``attention.<opt>=v`` / ``options.<name>.<opt>=v`` as ``++`` (add or override) overrides."""
+    key = override.split("=", 1)[0]
+    if key.startswith(OPTION_KEYS) and "@" not in key and key.count(".") >= 1:
+        return f"++{override}"
+    return override
 
 
 def _hydra_compose(job: str, overrides: list[str]) -> Any:
@@ -52,7 +66,7 @@ def _hydra_compose(job: str, overrides: list[str]) -> Any:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    _register_bare_attentions()
+    _register_bare_attentions(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -61,20 +75,71 @@ def _hydra_compose(job: str, overrides: list[str]) -> Any:
         GlobalHydra.instance().clear()
 
 
-def _register_bare_attentions() -> None:
-    """Make ``attention=<name>`` work for a registered mechanism that has no yaml yet.
+def _register_bare_attentions(overrides: list[str] | None = None) -> None:
+    """Make ``attention=<name>`` work for a mechanism that has no yaml: a registered one (built-in
+    or entry point) or a ``module.path:ClassName`` spec named in the overrides.
 
     Adding a mechanism stays one file and one registry line: its options then take the class
     defaults. ``conf/attention/<name>.yaml`` (which documents the options) wins when it exists.
+    A selected mechanism's node lists its options with their defaults, so that
+    ``attention.<option>=...`` overrides them (and ``--print-config`` shows them).
     """
     from hydra.core.config_store import ConfigStore
 
     from llnbench.attention import ATTENTIONS
+    from llnbench.attention.external import is_spec
 
     store = ConfigStore.instance()
-    for name in ATTENTIONS:
-        if not (config_dir() / "attention" / f"{name}.yaml").is_file():
-            store.store(group="attention", name=name, node={"name": name})
+    registered = list(ATTENTIONS)
+    # an unknown plain name is left to Hydra, which lists the choices; a spec is imported here,
+    # so that a broken one says why (no module, not an Attention subclass, ...)
+    selected = [n for n in selected_attentions(overrides or []) if n in registered or is_spec(n)]
+    for name in dict.fromkeys([*registered, *selected]):
+        if (config_dir() / "attention" / f"{name}.yaml").is_file():
+            continue
+        node = attention_node(name) if name in selected else {"name": name}
+        store.store(group="attention", name=name, node=node)
+
+
+def selected_attentions(overrides: list[str]) -> list[str]:
+    """The values of ``attention=...`` overrides (every value of a sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # a malformed override: composing reports it
+        return []
+    names = []
+    for override in parsed:
+        if override.get_key_element() != "attention":
+            continue
+        if override.is_sweep_override():
+            names += [str(v) for v in override.sweep_string_iterator()]
+        elif isinstance(override.value(), str):
+            names.append(override.value())
+    return names
+
+
+def attention_node(name: str) -> dict[str, Any]:
+    """``{name, option: default, ...}`` from the class signature (raises for an unusable
+    mechanism, saying why). A required option is ``???`` (mandatory); a default that YAML cannot
+    hold is left out (it is still settable with ``+attention.<option>=``)."""
+    from llnbench.attention import attention_options
+    from llnbench.attention.options import MISSING, REQUIRED
+
+    node: dict[str, Any] = {"name": name}
+    for key, default in attention_options(name).items():
+        if default is REQUIRED:
+            node[key] = MISSING
+        elif _yaml_value(default):
+            node[key] = list(default) if isinstance(default, tuple) else default
+    return node
+
+
+def _yaml_value(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_yaml_value(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None = None) -> str:
@@ -233,6 +298,9 @@ def convert(tp: Any, value: Any, path: str) -> Any:
                 return convert(option, value, path)
             except ConfigError as err:
                 errors.append(str(err))
+        allowed = [e.split("; allowed: ", 1)[1] for e in errors if "; allowed: " in e]
+        if len(allowed) > 1 and len(allowed) == len(errors):  # e.g. bool | Literal[...]
+            raise ConfigError(f"bad value {value!r} for {path}; allowed: {', '.join(allowed)}")
         raise ConfigError(errors[0] if errors else f"bad value {value!r} for {path}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)

@@ -12,6 +12,7 @@ import atexit
 import dataclasses
 import datetime
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ def new_run_dir(job: str, label: str, explicit: str | None = None) -> Path:
         lock_run_dir(path)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    # a mechanism spec (my_pkg.mod:Cls) or a hub id (org/name) is no folder name
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label)
     base = Path("runs") / job / f"{stamp}-{label}"
     path, i = base, 1
     while path.exists():  # two runs in the same second

@@ -36,7 +36,7 @@ from llnbench.analysis.concentration import (
 )
 from llnbench.attention import attention_options, build_attention
 from llnbench.attention.base import Attention
-from llnbench.bench.cells import check_options, option_error
+from llnbench.bench.cells import check_builds, option_error
 from llnbench.console import console
 from llnbench.devices import resolve_device
 from llnbench.errors import ConfigError
@@ -164,7 +164,7 @@ def build_mechanisms(cfg: AnalyzeConfig) -> tuple[dict[str, Attention], dict[str
         except (TypeError, ValueError) as err:  # an option value the mechanism cannot take
             raise option_error(name, mechanism_options(cfg, name), err) from None
     for name in set(cfg.options) - set(cfg.attentions):  # options set but not run: still valid?
-        check_options(registry_name(name), mechanism_options(cfg, name), heads=cfg.heads,
+        check_builds(registry_name(name), mechanism_options(cfg, name), heads=cfg.heads,
                       head_dim=cfg.head_dim, causal=False)  # fmt: skip
     if not modules:
         raise ConfigError(

@@ -22,6 +22,7 @@ expressed in the units of query i's own prefix maximum. This is scalar-decay lin
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -296,6 +297,10 @@ class FeatureMapAttention(Attention):
         update, no random redraw), whatever the module's mode.
         """
 
+    def core_function(self) -> Callable[..., Tensor]:
+        """What turns features into outputs: ``linear_attention`` (LLN may use a GPU kernel)."""
+        return linear_attention
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
     ) -> Tensor:
@@ -304,7 +309,7 @@ class FeatureMapAttention(Attention):
         with full_precision(q.device):
             q, k, v = upcast_and_zero_padding(key_mask, q, k, v)
             phi_q, phi_k, shift = self.feature_maps(q, k, key_mask, eval_path=False)
-            out = linear_attention(
+            out = self.core_function()(
                 phi_q, phi_k, v, key_mask, causal=self.causal, guard=self.guard,
                 eps=self.eps * self.eps_unit(phi_q, phi_k, key_mask, shift),
                 chunk=self.chunk, key_shift=shift, matmul_dtype=MATMUL_DTYPES[self.matmul_dtype],

@@ -24,6 +24,7 @@ import torch
 from rich.markup import escape
 
 from llnbench import files
+from llnbench.attention import build_attention
 from llnbench.config import Seed, from_dict
 from llnbench.console import console
 from llnbench.data.glue import SOURCES, GlueDataConfig, TaskSpec, load_task, resolve_tasks
@@ -31,6 +32,7 @@ from llnbench.data.tokenizer import EMBEDDED, load_tokenizer
 from llnbench.devices import dtype_name
 from llnbench.errors import CheckpointError, ConfigError, one_of
 from llnbench.jobs.glue_report import glue_average, suite_table, summarize_task, task_table
+from llnbench.model.hf_checkpoint import check_pad_id, is_hf, load_hf_pretrained
 from llnbench.model.pretrained import Pretrained, load_pretrained
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
 from llnbench.runs import as_plain, new_run_dir, save_config
@@ -80,7 +82,7 @@ class GlueConfig:
     seed: Seed = 0
     run_dir: str | None = None
     task: TaskConfig = field(default_factory=TaskConfig)
-    pretrained: str | None = None  # a pretraining run directory or checkpoint file
+    pretrained: str | None = None  # a pretraining run dir or checkpoint file, or hf:PATH_OR_ID
     attention: AttentionConfig | None = None  # from the checkpoint; set only to train from scratch
     model: dict[str, Any] = field(default_factory=dict)  # non-null keys: checked / from scratch
     tokenizer: str | None = None  # from the checkpoint; from scratch: embedded
@@ -158,6 +160,8 @@ class Init:
     def describe(self) -> dict[str, Any]:
         if self.pretrained is None:
             return {"pretrained": None, "note": "from scratch (smoke run, no pretraining)"}
+        if self.pretrained.is_hf:
+            return {"pretrained": self.pretrained.source, "path": str(self.pretrained.path)}
         return {"pretrained": str(self.pretrained.path), "step": self.pretrained.step}
 
 
@@ -174,7 +178,10 @@ def resolve_init(cfg: GlueConfig) -> Init:
             )
         model = from_dict(ModelConfig, overrides, "model")
         return Init(model, cfg.attention, cfg.tokenizer or EMBEDDED, None)
-    pre = load_pretrained(cfg.pretrained)
+    if is_hf(cfg.pretrained):  # a transformers checkpoint: any attention may be swapped in
+        pre = load_hf_pretrained(cfg.pretrained, cfg.attention)
+    else:
+        pre = load_pretrained(cfg.pretrained)
     wanted_model = from_dict(ModelConfig, {**dataclasses.asdict(pre.model), **overrides}, "model")
     wanted = {
         **shape_signature(wanted_model, cfg.attention or pre.attention),
@@ -263,6 +270,8 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
             f"model.vocab_size={init.model.vocab_size} is smaller than tokenizer "
             f"{init.tokenizer!r}'s {tokenizer.vocab_size} entries"
         )
+    if init.pretrained is not None and init.pretrained.is_hf:
+        check_pad_id(init.pretrained, tokenizer.pad_id)
     raw = {s.name: load_data(s, cfg.data_for(s)) for s in specs}  # bad data stops us here
     label = f"{cfg.task.name}-{init.attention.name}"
     run_dir = Path(distributed.broadcast(
@@ -346,13 +355,18 @@ def publish_submission(summary: dict[str, Any], folders: dict[int, Path], run_di
 
 
 def describe_run(cfg, init: Init, specs, seeds, device, run_dir: Path) -> None:
+    # one core on the CPU first: what a mechanism computes once at build (LLN's fitted moment
+    # constants for a head dim other than 64, cached) cannot be computed on the meta device
+    build_attention(init.attention.name, num_heads=init.model.heads,
+                    head_dim=init.model.head_dim, **init.attention.options)  # fmt: skip
     with torch.device("meta"):  # parameter count only: no memory, no init time
         model = build_model(specs[0], init.model, init.attention, 1)
-    source = (
-        "from scratch (a smoke run: no pretraining)"
-        if init.pretrained is None
-        else f"from {init.pretrained.path} (pretraining step {init.pretrained.step:,})"
-    )
+    if init.pretrained is None:
+        source = "from scratch (a smoke run: no pretraining)"
+    elif init.pretrained.is_hf:
+        source = f"from the transformers checkpoint {init.pretrained.path}"
+    else:
+        source = f"from {init.pretrained.path} (pretraining step {init.pretrained.step:,})"
     console.print(
         "[bold]llnbench glue[/bold] "
         + escape(

@@ -11,6 +11,7 @@ loss of a model that ignores context. A model below it has learned from context.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from llnbench.data.masking import MLMMasker
 from llnbench.data.tokenizer import load_tokenizer
 from llnbench.devices import dtype_name
 from llnbench.errors import ConfigError
+from llnbench.model.hf_checkpoint import check_pad_id, is_hf, load_hf_pretrained
+from llnbench.model.pretrained import Pretrained
 from llnbench.model.roberta import (
     IGNORE_INDEX,
     ModelConfig,
@@ -56,10 +59,17 @@ class PretrainConfig:
     block_size: int | None = None  # tokens per block incl. <s> and </s>; default model.max_len
     eval_blocks: int | None = 512  # validation blocks per evaluation (null = all)
     analysis_every: int = 0  # steps between concentration instruments (analysis/*); 0 = off
+    pretrained: str | None = None  # hf:PATH_OR_ID: continue from a transformers checkpoint
 
     def validate(self) -> None:
+        if self.pretrained is not None and not is_hf(self.pretrained):
+            raise ConfigError(
+                f"pretrained={self.pretrained!r}: pretraining starts from a transformers "
+                "checkpoint, pretrained=hf:PATH_OR_ID; to continue an llnbench run, rerun it with "
+                "its run_dir"
+            )
         block = self.block_size or self.model.max_len
-        if block > self.model.max_len:
+        if block > self.model.max_len and self.pretrained is None:  # else: checked once loaded
             raise ConfigError(
                 f"block_size={block} exceeds model.max_len={self.model.max_len} (the learned "
                 "position table); raise model.max_len or lower block_size"
@@ -88,6 +98,13 @@ def run(cfg: PretrainConfig) -> Path:
 
 def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     torch.manual_seed(cfg.seed)
+    hf = None
+    if cfg.pretrained is not None:  # shape and tokenizer come from the checkpoint
+        hf = load_hf_pretrained(cfg.pretrained, cfg.attention)
+        model_cfg = dataclasses.replace(hf.model, causal=cfg.model.causal)
+        data_cfg = dataclasses.replace(cfg.data, tokenizer=hf.tokenizer)
+        cfg = dataclasses.replace(cfg, model=model_cfg, data=data_cfg)
+        cfg.validate()
     label = f"{cfg.attention.name}-{cfg.model.name}"
     run_dir = Path(distributed.broadcast(
         str(new_run_dir("pretrain", label, cfg.run_dir)) if dist.is_main else None, dist
@@ -105,6 +122,8 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
         data = load_pretraining_blocks(cfg.data, tokenizer, cfg.blocks)
 
     model = RobertaForMaskedLM(cfg.model, cfg.attention, tokenizer.pad_id)
+    if hf is not None:
+        load_hf_weights(model, hf, tokenizer.pad_id)
     masker = MLMMasker(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
     validation = masked_validation(data, tokenizer, cfg)
     unigram = unigram_loss(data, validation)
@@ -171,7 +190,16 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
 
 
 def signature(cfg: PretrainConfig, tokenizer_name: str) -> dict[str, Any]:
-    return {**shape_signature(cfg.model, cfg.attention), "tokenizer": tokenizer_name}
+    init = {"pretrained": cfg.pretrained} if cfg.pretrained else {}  # older runs: no key
+    return {**shape_signature(cfg.model, cfg.attention), "tokenizer": tokenizer_name, **init}
+
+
+def load_hf_weights(model: RobertaForMaskedLM, hf: Pretrained, pad_id: int) -> None:
+    """The checkpoint's encoder (and MLM head, when it has one) into ``model``."""
+    check_pad_id(hf, pad_id)
+    model.encoder.load_weights(hf.encoder_state, f"pretrained={hf.source}")
+    if hf.head_state is not None:
+        model.load_state_dict({**model.state_dict(), **hf.head_state})
 
 
 def masked_validation(data: PretrainingData, tokenizer, cfg: PretrainConfig):

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llnbench.bench.scale_report import baseline_index, memory_ratio, speedup
+from llnbench.bench.scale_report import baseline_index, memory_ratio, series, speedup
 from llnbench.errors import DataError
 from llnbench.reporting import published
 from llnbench.reporting.discover import Run
@@ -95,9 +95,9 @@ def _scale_run(run: Run, i: int, out_dir: Path) -> tuple[str, list[dict[str, Any
                  f"{'' if memory else '; peak memory not measured on CPU'}.\n")  # fmt: skip
     base = baseline_index(rows)
     for mode in sorted({r["mode"] for r in rows}):
-        names = list(dict.fromkeys(r["attention"] for r in rows if r["mode"] == mode))
+        names = list(dict.fromkeys(series(r) for r in rows if r["mode"] == mode))
         lengths = sorted({r["seq_len"] for r in rows if r["mode"] == mode})
-        cells = {(r["attention"], r["seq_len"]): r for r in rows if r["mode"] == mode}
+        cells = {(series(r), r["seq_len"]): r for r in rows if r["mode"] == mode}
         body = []
         for n in lengths:
             line = [n]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from llnbench import stopping
+from llnbench.compiling import CompileBackend, compile_backend, maybe_compile
 from llnbench.console import console
 from llnbench.errors import CheckpointError, ConfigError
 from llnbench.progress import ProgressBar
@@ -53,6 +54,7 @@ class TrainerConfig:
     eval_batch_size: int | None = None
     checkpoint_every: int = 250
     resume: bool | Literal["auto"] = "auto"  # auto: continue when run_dir holds a checkpoint
+    compile: bool | CompileBackend = False  # torch.compile the model (true = inductor)
 
     def validate(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every",
@@ -70,6 +72,7 @@ class TrainerConfig:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {self.betas}")
+        compile_backend(self.compile)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -212,6 +215,7 @@ class Trainer:
         if dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = maybe_compile(self.model, cfg.compile)  # training steps; eval uses module
         self.optimizer = build_optimizer(model, cfg)
         warmup = round(cfg.warmup_ratio * self.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
