@@ -140,23 +140,24 @@ def temperatures_kernel(
 def merge_states_kernel(
     M_PART, S_PART, Z_PART, SHIFT, S, Z, nsplit, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """One (b, h): the global shift M = max of the partial maxima, and S, z = the partial states
-    rescaled to it (online softmax); a range of padding only (max -inf) weighs 0."""
+    """One (b, h): the per-feature shifts M_t = max of the partial maxima, and S, z = the
+    partial states rescaled to them, row t by M_t (online softmax); a range of padding only
+    (max -inf) weighs 0."""
     bh = tl.program_id(0)
     offs = tl.arange(0, BLOCK_D)
     m = tl.full([BLOCK_D], float("-inf"), dtype=tl.float32)
     for i in range(0, nsplit):
-        m = tl.maximum(m, tl.load(M_PART + bh * nsplit + i))
+        m = tl.maximum(m, tl.load(M_PART + (bh * nsplit + i) * BLOCK_D + offs))
     shift = tl.where(m == float("-inf"), 0.0, m)
     tile = offs[:, None] * BLOCK_D + offs[None, :]
     acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     z = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, nsplit):
         prog = bh * nsplit + i
-        w = tl.exp(tl.load(M_PART + prog) - shift)
+        w = tl.exp(tl.load(M_PART + prog * BLOCK_D + offs) - shift)
         acc += w[:, None] * tl.load(S_PART + prog * BLOCK_D * BLOCK_D + tile)
         z += w * tl.load(Z_PART + prog * BLOCK_D + offs)
-    tl.store(SHIFT + bh, tl.max(shift, axis=0))
+    tl.store(SHIFT + bh * BLOCK_D + offs, shift)
     tl.store(S + bh * BLOCK_D * BLOCK_D + tile, acc)
     tl.store(Z + bh * BLOCK_D + offs, z)
 
@@ -168,8 +169,8 @@ def kv_state_kernel(
     HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """Partial key state of a row range with its own running max shift m (online rescaling):
-    S = sum_j exp(beta k_j - m) v_j^T (D x D), z = sum_j exp(beta k_j - m)."""
+    """Partial key state of a row range with its own running per-feature max shifts m_t (online
+    rescaling of row t): S = sum_j exp(beta k_j - m) v_j^T (D x D), z = sum_j exp(beta k_j - m)."""
     bh = tl.program_id(0)
     split = tl.program_id(1)
     nsplit = tl.num_programs(1)
@@ -178,7 +179,7 @@ def kv_state_kernel(
     beta = tl.load(BETA + bh // ab_div)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < d
-    m_run = tl.full([BLOCK_D], float("-inf"), dtype=tl.float32)  # one value, kept as a vector
+    m_run = tl.full([BLOCK_D], float("-inf"), dtype=tl.float32)  # one per feature
     acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     z = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, blocks_per_prog):
@@ -188,7 +189,7 @@ def kv_state_kernel(
         kk = _load_rows(K, b, h, offs_n, offs_d, skb, skh, skn, valid)
         vv = _load_rows(V, b, h, offs_n, offs_d, svb, svh, svn, valid)
         logit = tl.where(valid, kk * beta, float("-inf"))
-        m_new = tl.maximum(m_run, tl.max(tl.max(logit, axis=1), axis=0))
+        m_new = tl.maximum(m_run, tl.max(logit, axis=0))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a range of padding only
         rescale = tl.exp(m_run - m_safe)
         phi = tl.where(valid, tl.exp(logit - m_safe[None, :]), 0.0)
@@ -196,21 +197,24 @@ def kv_state_kernel(
         z = z * rescale + tl.sum(phi, axis=0)
         m_run = m_new
     prog = bh * nsplit + split
-    tl.store(MAX_OUT + prog, tl.max(m_run, axis=0))
+    tl.store(MAX_OUT + prog * BLOCK_D + offs_d, m_run)
     tile = offs_d[:, None] * BLOCK_D + offs_d[None, :]
     tl.store(S_OUT + prog * BLOCK_D * BLOCK_D + tile, acc)
     tl.store(Z_OUT + prog * BLOCK_D + offs_d, z)
 
 
 @triton.jit
-def _query_features(Q, MASK, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn, smb,
-                    HAS_MASK: tl.constexpr):  # fmt: skip
-    """phi_q = exp(alpha q - row max) on real columns (0 elsewhere); padded rows read as q = 0."""
+def _query_features(Q, MASK, SHIFT, bh, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn, smb,
+                    HAS_MASK: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """phi_q = exp(alpha q + M - row max) on real columns (0 elsewhere), M the keys' per-feature
+    maxima (the products phi_q . phi_k are unchanged, and each query's largest term is 1);
+    padded rows read as q = 0."""
     real = _row_mask(MASK, b, offs_m, N, smb, HAS_MASK)
     dmask = offs_d < d
     valid = real[:, None] & dmask[None, :]
     qq = _load_rows(Q, b, h, offs_m, offs_d, sqb, sqh, sqn, valid)
-    logit = tl.where(dmask[None, :], qq * alpha, float("-inf"))
+    shift = tl.load(SHIFT + bh * BLOCK_D + offs_d)
+    logit = tl.where(dmask[None, :], qq * alpha + shift[None, :], float("-inf"))
     row_max = tl.max(logit, axis=1)
     phi = tl.where(dmask[None, :], tl.exp(logit - row_max[:, None]), 0.0)
     return phi, valid
@@ -218,7 +222,7 @@ def _query_features(Q, MASK, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn, s
 
 @triton.jit
 def query_kernel(
-    Q, MASK, ALPHA, S, Z, OUT, eps, H, N, d, ab_div,
+    Q, MASK, ALPHA, SHIFT, S, Z, OUT, eps, H, N, d, ab_div,
     sqb, sqh, sqn, sob, soh, son, smb,
     HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -230,8 +234,8 @@ def query_kernel(
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     alpha = tl.load(ALPHA + bh // ab_div)
-    phi, _ = _query_features(Q, MASK, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn, smb,
-                             HAS_MASK)  # fmt: skip
+    phi, _ = _query_features(Q, MASK, SHIFT, bh, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn,
+                             smb, HAS_MASK, BLOCK_D)  # fmt: skip
     state, zz = _load_state(S, Z, bh, offs_d, BLOCK_D)
     num = tl.dot(phi, state, input_precision=PRECISION)
     den = tl.sum(phi * zz[None, :], axis=1) + eps
@@ -242,7 +246,7 @@ def query_kernel(
 
 @triton.jit
 def query_backward_kernel(
-    Q, MASK, ALPHA, S, Z, DO, DQ, DS_OUT, DZ_OUT, eps, H, N, d, blocks_per_prog, ab_div,
+    Q, MASK, ALPHA, SHIFT, S, Z, DO, DQ, DS_OUT, DZ_OUT, eps, H, N, d, blocks_per_prog, ab_div,
     sqb, sqh, sqn, sgb, sgh, sgn, sdb, sdh, sdn, smb,
     HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -265,8 +269,8 @@ def query_backward_kernel(
     acc_dz = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, blocks_per_prog):
         offs_m = (split * blocks_per_prog + i) * BLOCK_M + tl.arange(0, BLOCK_M)
-        phi, valid = _query_features(Q, MASK, b, h, offs_m, offs_d, N, d, alpha, sqb, sqh, sqn,
-                                     smb, HAS_MASK)  # fmt: skip
+        phi, valid = _query_features(Q, MASK, SHIFT, bh, b, h, offs_m, offs_d, N, d, alpha, sqb,
+                                     sqh, sqn, smb, HAS_MASK, BLOCK_D)  # fmt: skip
         keep = (offs_m[:, None] < N) & dmask[None, :]
         g = _load_rows(DO, b, h, offs_m, offs_d, sgb, sgh, sgn, keep)
         num = tl.dot(phi, state, input_precision=PRECISION)
@@ -293,7 +297,8 @@ def key_backward_kernel(
     HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """dk = beta phi_k (v dS^T + dz), dv = phi_k dS for one block of keys (phi_k = exp(beta k - M))."""
+    """dk = beta phi_k (v dS^T + dz), dv = phi_k dS for one block of keys (phi_k = exp(beta k - M),
+    M the per-feature shifts)."""
     bh = tl.program_id(0)
     b = bh // H
     h = bh % H
@@ -301,12 +306,12 @@ def key_backward_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < d
     beta = tl.load(BETA + bh // ab_div)
-    shift = tl.load(MAX + bh)
+    shift = tl.load(MAX + bh * BLOCK_D + offs_d)
     real = _row_mask(MASK, b, offs_n, N, smb, HAS_MASK)
     valid = real[:, None] & dmask[None, :]
     kk = _load_rows(K, b, h, offs_n, offs_d, skb, skh, skn, valid)
     vv = _load_rows(V, b, h, offs_n, offs_d, svb, svh, svn, valid)
-    phi = tl.where(valid, tl.exp(kk * beta - shift), 0.0)
+    phi = tl.where(valid, tl.exp(kk * beta - shift[None, :]), 0.0)
     ds, dz = _load_state(DS, DZ, bh, offs_d, BLOCK_D)
     dphi = tl.dot(vv, tl.trans(ds), input_precision=PRECISION) + dz[None, :]
     dk = tl.where(valid, beta * phi * dphi, 0.0)

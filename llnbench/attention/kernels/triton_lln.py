@@ -2,15 +2,16 @@
 
 Math (per (b, h); alpha, beta autograd constants; shifts detached, exactly as ``lln.py``):
 
-    phi_q_i = exp(alpha q_i - max_t alpha q_it),  phi_k_j = exp(beta k_j - M),  M = max over real j, t
+    M_t = max over real j of beta k_jt (per feature),  phi_k_j = exp(beta k_j - M),
+    phi_q_i = exp(alpha q_i + M - max_t (alpha q_it + M_t))   (each query's largest term is 1),
     S = sum_j phi_k_j^T v_j (d x d),  z = sum_j phi_k_j,  out_i = phi_q_i S / (phi_q_i . z + eps)
 
 Passes (HBM traffic in units of N d elements per head):
 1. ``moments_kernel``: per-column (count, mean, M2) of the real entries of q and k per row range
    (reads q, k: 2); ``temperatures_kernel`` merges them per statistics group (Chan) into sigma_q,
    sigma_k and the moment-matched alpha, beta (``lln.symmetric_temperatures``).
-2. ``kv_state_kernel``: partial (S, z) per row range, each with its own running max shift
-   (reads k, v: 2); ``merge_states_kernel`` rescales them to the global shift M.
+2. ``kv_state_kernel``: partial (S, z) per row range, each with its own running per-feature max
+   shifts (reads k, v: 2); ``merge_states_kernel`` rescales them to the shifts M.
 3. ``query_kernel``: out from phi_q, S, z (reads q, writes out: 2).
 Backward: ``query_backward_kernel`` (dq and partial dS, dz: reads q, dout, writes dq: 3) and
 ``key_backward_kernel`` (dk, dv: reads k, v, writes dk, dv: 4). Outputs are recomputed, not
@@ -129,7 +130,7 @@ class _FusedLLN(torch.autograd.Function):
         nsplit, per_prog = _splits(n, b * h, tiling, q.device)
         mask, has_mask = _mask_arg(key_mask, q)
         f32 = {"dtype": torch.float32, "device": q.device}
-        m_part = torch.empty(b * h * nsplit, **f32)
+        m_part = torch.empty(b * h * nsplit, bd, **f32)
         s_part = torch.empty(b * h * nsplit, bd, bd, **f32)
         z_part = torch.empty(b * h * nsplit, bd, **f32)
         ker = kernels()
@@ -138,7 +139,7 @@ class _FusedLLN(torch.autograd.Function):
             *_strides(v), n, HAS_MASK=has_mask, BLOCK_N=blk, BLOCK_D=bd, PRECISION=precision,
             num_warps=4,
         )  # fmt: skip
-        shift = torch.empty(b * h, **f32)
+        shift = torch.empty(b * h, bd, **f32)  # the keys' per-feature maxima
         state = torch.empty(b * h, bd, bd, **f32)
         z = torch.empty(b * h, bd, **f32)
         ker.merge_states_kernel[(b * h,)](
@@ -146,7 +147,7 @@ class _FusedLLN(torch.autograd.Function):
         )
         out = torch.empty((b, h, n, d), dtype=v.dtype, device=q.device)
         ker.query_kernel[(b * h, math.ceil(n / blk))](
-            q, mask, alpha, state, z, out, eps, h, n, d, ab_div, *_strides(q), *_strides(out), n,
+            q, mask, alpha, shift, state, z, out, eps, h, n, d, ab_div, *_strides(q), *_strides(out), n,
             HAS_MASK=has_mask, BLOCK_M=blk, BLOCK_D=bd, PRECISION=precision, num_warps=4,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, alpha, beta, mask, shift, state, z)
@@ -167,7 +168,7 @@ class _FusedLLN(torch.autograd.Function):
         dz_part = torch.empty(b * h * nsplit, bd, **f32)
         ker = kernels()
         ker.query_backward_kernel[(b * h, nsplit)](
-            q, mask, alpha, state, z, grad_out, dq, ds_part, dz_part, eps, h, n, d, per_prog,
+            q, mask, alpha, shift, state, z, grad_out, dq, ds_part, dz_part, eps, h, n, d, per_prog,
             ab_div, *_strides(q), *_strides(grad_out), *_strides(dq), n, HAS_MASK=has_mask, BLOCK_M=blk,
             BLOCK_D=bd, PRECISION=precision, num_warps=8,
         )  # fmt: skip
