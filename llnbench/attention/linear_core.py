@@ -260,7 +260,8 @@ def exp_features(
         seen = log_k.detach().cummax(-2).values - shift.unsqueeze(-1)
         best = (log_q.detach() + seen).amax(-1, keepdim=True)  # the row's largest term
         row_max = log_q.detach().amax(-1, keepdim=True)
-        q_shift = torch.maximum(best, row_max - QUERY_HEADROOM.get(log_q.dtype, 60.0))
+        capped = torch.maximum(best, row_max - QUERY_HEADROOM.get(log_q.dtype, 60.0))
+        q_shift = torch.where(torch.isfinite(best), capped, row_max)  # no key visible yet
         phi_q = torch.exp(log_q - (q_shift - log_scale))
         return phi_q, phi_k, shift
     feature_max = log_k.amax(-2, keepdim=True).detach()  # (B, H, 1, F) over real keys
