@@ -150,9 +150,6 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
     if first.startswith("Could not override") and "'" in first:
         key = first.split("'")[1]
         allowed = _allowed_keys(job, key)
-        append = next((ln.split(" use ", 1)[1] for ln in lines if "To append" in ln), None)
-        if allowed is None and append:  # a free-form mapping (options.<name>): adding is legal
-            return f"config key {key!r} is not in the defaults; to add it, write {append}"
         return f"unknown config key {key!r}; allowed: {allowed or '(see --print-config)'}"
     if "Could not find" in first:  # a missing config group option: Hydra lists the choices
         available = [ln for ln in lines[1:] if not ln.startswith(("Config search", "provider="))]
@@ -187,7 +184,7 @@ def _unparsable(overrides: list[str]) -> str | None:
 
 def _allowed_keys(job: str, key: str) -> str | None:
     """The keys that exist beside ``key`` in the job's default config (for 'unknown key');
-    None when its parent is absent or an empty mapping (a place meant to be filled with +key)."""
+    None when its parent is absent or an empty mapping."""
     from omegaconf import DictConfig
 
     try:
