@@ -13,7 +13,15 @@ OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
 # the demo needs no network: the embedded corpus and tokenizer ship with the package
 OFFLINE_DEMO := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 
-.PHONY: install test lint format demo bench bench-hf assets clean
+# gpu-check: the venv's python when there is one, else python3 (a GPU image's own torch)
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+# wheels for a GPU machine without a network (its python: 3.12, manylinux x86_64)
+WHEEL_PY ?= 3.12
+GPU_WHEELS := fla-core==0.6.0 hydra-core==1.3.8 omegaconf==2.3.1
+
+.PHONY: install test lint format demo bench bench-hf assets clean gpu-check gpu-wheels kill-test \
+	bad-inputs
 
 install: $(VENV)/.installed
 
@@ -38,12 +46,35 @@ format: install
 demo: install
 	$(OFFLINE_DEMO) $(VENV)/bin/llnbench pretrain attention=lln
 
+# 20 random kill -9 each of pretraining and fine-tuning, every rerun resuming (minutes on CPU);
+# SIGNAL=term sends SIGTERM instead
+SIGNAL ?= kill
+kill-test: install
+	$(OFFLINE) $(PY) tests/stress/kill_resume.py --kills 20 --job pretrain --signal $(SIGNAL)
+	$(OFFLINE) $(PY) tests/stress/kill_resume.py --kills 20 --job glue --signal $(SIGNAL)
+
+# ~180 bad inputs through the CLI: a Markdown table of what each prints
+bad-inputs: install
+	$(OFFLINE) $(PY) tests/stress/bad_inputs.py
+
 bench: install
 	$(VENV)/bin/llnbench scale --attention all --max-len 8192 --mode fwdbwd
 
 bench-hf: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m llnbench.bench.hf_compare
+
+# One timed GPU validation (<= 8 min): tests/test_gpu.py, scale bidirectional/causal/model,
+# pretraining; results under runs/gpu-check/<stamp>/. Without CUDA it says so and exits 0.
+gpu-check:
+	$(GPU_PYTHON) -m llnbench.bench.gpu_check $(GPU_CHECK_ARGS)
+
+# .whl/: what gpu-check installs on a machine that reaches no registry (--wheels .whl)
+gpu-wheels: install
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(WHEEL_PY) \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w .whl antlr4-python3-runtime==4.9.3
 
 assets: install
 	$(PY) -m llnbench.data.build_assets

@@ -11,14 +11,19 @@ job runs. User errors print one line on stderr and exit 2, without a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 
 from llnbench.console import err_console
 from llnbench.errors import ConfigError, LlnbenchError
+from llnbench.runs import release_run_dirs
+from llnbench.stopping import Terminated, sigterm_raises
 
 app = typer.Typer(
     add_completion=False,
@@ -56,6 +61,12 @@ def launch(job: str, overrides: list[str], print_config: bool = False, multirun:
 
     if job not in JOBS:
         raise ConfigError(f"`llnbench {job}` is not built yet in this version")
+    dashed = [o for o in overrides if o.startswith("-")]
+    if dashed:  # extra arguments pass through as overrides, so Typer never saw this option
+        raise ConfigError(
+            f"unknown option {dashed[0]!r} for `llnbench {job}` (see `llnbench {job} --help`); "
+            "config overrides are written key=value"
+        )
     combos = sweep_overrides(overrides)
     if len(combos) > 1 and not multirun:
         sweeps = [o for o in overrides if "," in o.split("=", 1)[-1]]
@@ -77,28 +88,46 @@ def launch(job: str, overrides: list[str], print_config: bool = False, multirun:
             sys.stdout.write(to_yaml(cfg))
             continue
         if len(combos) > 1:
-            err_console.rule(f"run {i + 1}/{len(combos)}: {' '.join(combo)}")
-        module.run(from_dict(config_cls, to_container(cfg)))
+            err_console.rule(escape(f"run {i + 1}/{len(combos)}: {' '.join(combo)}"))
+        try:
+            module.run(from_dict(config_cls, to_container(cfg)))
+        finally:
+            release_run_dirs()  # the run directory's lock: held until the job ends
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn LlnbenchError into one line + exit 2, Ctrl-C into exit 130, both without traceback."""
+    """Turn LlnbenchError into one line + exit 2, SIGTERM into one line + exit 143, Ctrl-C into
+    exit 130, all without traceback. User text is printed as typed (no rich markup)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with sigterm_raises():
+                return fn(*args, **kwargs)
         except LlnbenchError as err:
-            err_console.print(
-                f"[bold red]llnbench: error:[/bold red] {err}", highlight=False, soft_wrap=True
-            )
+            say_error("llnbench: error:", str(err))
             raise typer.Exit(2) from None
+        except Terminated as err:
+            message = str(err)
+            if message == "stopped by SIGTERM":  # outside a training loop
+                message += " (every file written so far is intact; rerun to continue)"
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; one says so
+                say_error("llnbench:", message)
+            raise typer.Exit(Terminated.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("llnbench: interrupted (the last checkpoint, if any, is intact)")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def say_error(prefix: str, message: str) -> None:
+    """``prefix`` in bold red, then ``message`` exactly as it is: brackets in paths and values
+    (``run_dir=/tmp/[x]``) are text, not rich markup."""
+    err_console.print(
+        Text.assemble((prefix, "bold red"), " ", message), highlight=False, soft_wrap=True
+    )
 
 
 def _value(value: Any) -> str:
@@ -143,6 +172,13 @@ def scale(
     sdpa_backend: Annotated[
         str | None, typer.Option("--sdpa-backend", help="auto | flash | efficient | cudnn | math")
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="LLN backends, one series each: auto,torch,triton,fla."),
+    ] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile each timed layer or model.")
+    ] = False,
     print_config: PrintConfig = False,
 ) -> None:
     """Time and peak memory of attention vs sequence length -> scale.json, scale.csv, scale.png."""
@@ -151,6 +187,8 @@ def scale(
         max_len=max_len, min_len=min_len, attentions=attentions, mode=mode,
         causal=causal or None, device=device, dtype=dtype, batch_size=batch_size, scope=scope,
         run_dir=out, heads=heads, head_dim=head_dim, budget_s=budget_s, sdpa_backend=sdpa_backend,
+        backends=[b.strip() for b in backend.split(",") if b.strip()] if backend else None,
+        compile=compile or None,
     )  # fmt: skip
     launch("scale", overrides + list(ctx.args), print_config)
 
@@ -184,8 +222,48 @@ def report(ctx: typer.Context, print_config: PrintConfig = False) -> None:
     launch("report", overrides, print_config)
 
 
+@app.command(name="export")
+@user_errors
+def export(
+    run_dir: Annotated[str, typer.Argument(help="A pretraining run directory (or checkpoint).")],
+    out: Annotated[str, typer.Argument(help="The folder to write (new or empty).")],
+    format: Annotated[
+        str, typer.Option("--format", help="hf: a transformers save_pretrained folder.")
+    ] = "hf",
+) -> None:
+    """Export a pretraining run: `llnbench export RUN_DIR --format hf OUT` (safetensors).
+
+    Softmax attention gives a plain RobertaForMaskedLM with llnbench's logits; other mechanisms
+    are recorded in config.json and load back with `pretrained=hf:OUT`.
+    """
+    from llnbench.jobs.export import ExportConfig
+    from llnbench.jobs.export import run as run_export
+
+    run_export(ExportConfig(run_dir=run_dir, out=out, format=format))
+
+
 def main() -> None:
-    app()
+    """The console script: ``app()``, except that a usage error (a bad ``--option`` value, an
+    unknown command or option) is one line on stderr and exit 2, like every other bad input."""
+    # click's classes, from wherever this Typer takes click (recent versions vendor it)
+    click_errors = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    usage_error, click_exception = click_errors["UsageError"], click_errors["ClickException"]
+    no_args = getattr(sys.modules[usage_error.__module__], "NoArgsIsHelpError", ())
+    try:
+        code = app(standalone_mode=False)
+    except no_args:
+        app()  # plain `llnbench`: the help, as usual
+    except usage_error as err:
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        say_error("llnbench: error:", err.format_message() + hint)
+        sys.exit(2)
+    except click_exception as err:
+        say_error("llnbench: error:", err.format_message())
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

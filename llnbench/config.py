@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, NewType, TypeVar, Union, get_args, get_origin
 
 from llnbench.errors import ConfigError
 
 T = TypeVar("T")
+# A random seed field: numpy's range, the narrowest of the generators a seed reaches.
+Seed = NewType("Seed", int)
+SEED_LIMIT = 2**32
 
 
 def config_dir() -> Path:
@@ -43,7 +47,7 @@ def compose(job: str, overrides: list[str]) -> Any:
 
     try:
         plain, rest = _split_plain(job, overrides)
-        cfg = _hydra_compose(job, rest)
+        cfg = _hydra_compose(job, [open_option_override(o) for o in rest])
         for key, value in plain:
             OmegaConf.update(cfg, key, value, merge=False)
         OmegaConf.resolve(cfg)
@@ -71,12 +75,26 @@ def _split_plain(job: str, overrides: list[str]) -> tuple[list[tuple[str, Any]],
     return plain, rest
 
 
+# Mechanism options are open mappings checked against the class signature, not Hydra struct
+# nodes: ``attention.momentum=0.2`` (an option its yaml does not list) and
+# ``options.lln.eps=1e-5`` (scale, analyze) need no ``+``; the signature check names a bad one.
+OPTION_KEYS = ("attention.", "options.")
+
+
+def open_option_override(override: str) -> str:
+    """``attention.<opt>=v`` / ``options.<name>.<opt>=v`` as ``++`` (add or override) overrides."""
+    key = override.split("=", 1)[0]
+    if key.startswith(OPTION_KEYS) and "@" not in key and key.count(".") >= 1:
+        return f"++{override}"
+    return override
+
+
 def _hydra_compose(job: str, overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    _register_bare_attentions()
+    _register_bare_attentions(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -85,20 +103,71 @@ def _hydra_compose(job: str, overrides: list[str]) -> Any:
         GlobalHydra.instance().clear()
 
 
-def _register_bare_attentions() -> None:
-    """Make ``attention=<name>`` work for a registered mechanism that has no yaml yet.
+def _register_bare_attentions(overrides: list[str] | None = None) -> None:
+    """Make ``attention=<name>`` work for a mechanism that has no yaml: a registered one (built-in
+    or entry point) or a ``module.path:ClassName`` spec named in the overrides.
 
     Adding a mechanism stays one file and one registry line: its options then take the class
     defaults. ``conf/attention/<name>.yaml`` (which documents the options) wins when it exists.
+    A selected mechanism's node lists its options with their defaults, so that
+    ``attention.<option>=...`` overrides them (and ``--print-config`` shows them).
     """
     from hydra.core.config_store import ConfigStore
 
     from llnbench.attention import ATTENTIONS
+    from llnbench.attention.external import is_spec
 
     store = ConfigStore.instance()
-    for name in ATTENTIONS:
-        if not (config_dir() / "attention" / f"{name}.yaml").is_file():
-            store.store(group="attention", name=name, node={"name": name})
+    registered = list(ATTENTIONS)
+    # an unknown plain name is left to Hydra, which lists the choices; a spec is imported here,
+    # so that a broken one says why (no module, not an Attention subclass, ...)
+    selected = [n for n in selected_attentions(overrides or []) if n in registered or is_spec(n)]
+    for name in dict.fromkeys([*registered, *selected]):
+        if (config_dir() / "attention" / f"{name}.yaml").is_file():
+            continue
+        node = attention_node(name) if name in selected else {"name": name}
+        store.store(group="attention", name=name, node=node)
+
+
+def selected_attentions(overrides: list[str]) -> list[str]:
+    """The values of ``attention=...`` overrides (every value of a sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # a malformed override: composing reports it
+        return []
+    names = []
+    for override in parsed:
+        if override.get_key_element() != "attention":
+            continue
+        if override.is_sweep_override():
+            names += [str(v) for v in override.sweep_string_iterator()]
+        elif isinstance(override.value(), str):
+            names.append(override.value())
+    return names
+
+
+def attention_node(name: str) -> dict[str, Any]:
+    """``{name, option: default, ...}`` from the class signature (raises for an unusable
+    mechanism, saying why). A required option is ``???`` (mandatory); a default that YAML cannot
+    hold is left out (it is still settable with ``+attention.<option>=``)."""
+    from llnbench.attention import attention_options
+    from llnbench.attention.options import MISSING, REQUIRED
+
+    node: dict[str, Any] = {"name": name}
+    for key, default in attention_options(name).items():
+        if default is REQUIRED:
+            node[key] = MISSING
+        elif _yaml_value(default):
+            node[key] = list(default) if isinstance(default, tuple) else default
+    return node
+
+
+def _yaml_value(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_yaml_value(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None = None) -> str:
@@ -108,7 +177,8 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
     first = lines[0]
     if first.startswith("Could not override") and "'" in first:
         key = first.split("'")[1]
-        return f"unknown config key {key!r}; allowed: {_allowed_keys(job, key)}"
+        allowed = _allowed_keys(job, key)
+        return f"unknown config key {key!r}; allowed: {allowed or '(see --print-config)'}"
     if "Could not find" in first:  # a missing config group option: Hydra lists the choices
         available = [ln for ln in lines[1:] if not ln.startswith(("Config search", "provider="))]
         choices = ", ".join(available[1:]) if len(available) > 1 else ""
@@ -116,21 +186,46 @@ def hydra_message(err: BaseException, job: str = "", overrides: list[str] | None
     if "Ambiguous value" in first:
         return f"{first}: a comma list is a sweep, add --multirun to run each value"
     if type(err).__name__ == "OverrideParseException":
-        return f"cannot parse overrides {' '.join(overrides or [])!r}: {first}"
+        bad = _unparsable(overrides or [])
+        if bad is None:
+            return f"cannot parse overrides {' '.join(overrides or [])!r}: {first}"
+        hint = ""
+        key, _, value = bad.partition("=")
+        if any(c in value for c in "[]{}()") and not value.startswith(("[", "{")):  # a path
+            hint = f" (a value with brackets needs quotes, in the shell: '{key}=\"{value}\"')"
+        return f"cannot parse override {bad!r}: {first}{hint}"
     return first
 
 
-def _allowed_keys(job: str, key: str) -> str:
-    """The keys that exist beside ``key`` in the job's default config (for 'unknown key')."""
+def _unparsable(overrides: list[str]) -> str | None:
+    """The first override Hydra's grammar rejects on its own (the error names none)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception:  # Hydra's parse errors have several types
+            return override
+    return None
+
+
+def _allowed_keys(job: str, key: str) -> str | None:
+    """The keys that exist beside ``key`` in the job's default config (for 'unknown key');
+    None when its parent is absent or an empty mapping."""
     from omegaconf import DictConfig
 
     try:
         node = _hydra_compose(job, [])
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         for part in parent.split(".") if parent else []:
+            if not isinstance(node, DictConfig) or part not in node:
+                return None
             node = node[part]
         if not isinstance(node, DictConfig):
             return "(not a mapping)"
+        if len(node) == 0:
+            return None
         prefix = f"{parent}." if parent else ""
         return ", ".join(f"{prefix}{k}" for k in node)
     except Exception:  # the default config itself is broken: the key list is unavailable
@@ -228,6 +323,9 @@ def convert(tp: Any, value: Any, path: str) -> Any:
                 return convert(option, value, path)
             except ConfigError as err:
                 errors.append(str(err))
+        allowed = [e.split("; allowed: ", 1)[1] for e in errors if "; allowed: " in e]
+        if len(allowed) > 1 and len(allowed) == len(errors):  # e.g. bool | Literal[...]
+            raise ConfigError(f"bad value {value!r} for {path}; allowed: {', '.join(allowed)}")
         raise ConfigError(errors[0] if errors else f"bad value {value!r} for {path}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
@@ -247,6 +345,10 @@ def convert(tp: Any, value: Any, path: str) -> Any:
 
 
 def _scalar(tp: Any, value: Any, path: str) -> Any:
+    if tp is Seed:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT:
+            return value
+        raise ConfigError(f"bad value {value!r} for {path}; a seed is an integer in 0..2^32-1")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -257,6 +359,8 @@ def _scalar(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(f"bad value {value!r} for {path}; expected an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan/inf parse as floats but are never a setting
+                raise ConfigError(f"bad value {value!r} for {path}; expected a finite number")
             return float(value)
         raise ConfigError(f"bad value {value!r} for {path}; expected a number")
     if tp is str:

@@ -14,14 +14,19 @@ Device = Literal["auto", "cpu", "cuda"]
 
 @dataclass
 class AttentionConfig:
-    """A registered mechanism and its options (``conf/attention/<name>.yaml``: name + options)."""
+    """A registered mechanism and its options (``conf/attention/<name>.yaml``: name + options).
+
+    ``name`` is a built-in name, an entry-point name or a ``module.path:ClassName`` spec. The
+    options are kept as given (plain values for config.yaml and checkpoints); ``build_attention``
+    converts them to their annotated types.
+    """
 
     name: str = "lln"
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, data: Any, path: str = "attention") -> AttentionConfig:
-        from llnbench.attention import attention_options
+        from llnbench.attention import check_options
 
         if isinstance(data, str):
             data = {"name": data}
@@ -31,13 +36,8 @@ class AttentionConfig:
         if not isinstance(data, dict) or "name" not in data:
             raise ConfigError(f"{path} needs a 'name' (a registered attention), got {data!r}")
         options = {k: v for k, v in data.items() if k != "name"}
-        allowed = attention_options(str(data["name"]))  # raises for an unknown name
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"unknown option {path}.{unknown[0]} for attention {data['name']!r}; allowed: "
-                f"{', '.join(sorted(allowed)) or '(none)'}"
-            )
+        # an unknown name, an unknown option or an ill-typed value raises, naming it
+        check_options(str(data["name"]), options, prefix=path)
         return cls(name=str(data["name"]), options=options)
 
     def to_dict(self) -> dict[str, Any]:

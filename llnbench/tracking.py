@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from llnbench import files
 from llnbench.console import err_console as console
 from llnbench.schema import WandbConfig
@@ -51,22 +53,78 @@ def to_number(value: Any) -> Any:
     return value
 
 
+def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The JSON objects of a ``metrics.jsonl`` and the 1-based numbers of the lines that are not
+    one: the torn last line of a run killed while appending, or damage. No file: no rows."""
+    rows, bad = [], []
+    for number, _, row in _jsonl_lines(Path(path)):
+        if row is None:
+            bad.append(number)
+        else:
+            rows.append(row)
+    return rows, bad
+
+
+def _jsonl_lines(path: Path) -> list[tuple[int, bytes, dict[str, Any] | None]]:
+    """(line number, raw line, its object or None when unreadable) for each non-blank line."""
+    if not path.exists():
+        return []
+    out = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            row = None
+        out.append((number, raw, row if isinstance(row, dict) else None))
+    return out
+
+
 def truncate_metrics(path: Path, step: int, where: dict[str, Any] | None = None) -> None:
     """Drop rows past ``step`` (a killed run logged them after its last checkpoint; the resumed
-    run logs them again, identically); ``where`` limits this to rows with those values (one GLUE
-    task and seed). Atomic rewrite."""
-    if not path.exists():
+    run logs them again, identically) and lines that cannot be read (a kill while appending
+    tears the last one); ``where`` limits the step rule to rows with those values (one GLUE task
+    and seed). Atomic rewrite."""
+    lines = _jsonl_lines(path)
+    if not lines:
         return
     where = where or {}
-    kept = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        ours = all(row.get(key) == value for key, value in where.items())
-        if not (ours and row.get("step", 0) > step):
-            kept.append(line)
-    files.write_text(path, "".join(f"{line}\n" for line in kept))
+    kept, bad = [], []
+    for number, raw, row in lines:
+        if row is None:
+            bad.append(number)
+        elif not (all(row.get(k) == v for k, v in where.items()) and _step(row) > step):
+            kept.append(raw + b"\n")
+    if bad:
+        console.print(
+            f"note: {path}: dropped {_lines(bad)} that could not be read (written as the run "
+            "was killed)",
+            markup=False,
+            highlight=False,
+        )
+    files.atomic_write(path, lambda handle: handle.write(b"".join(kept)))
+
+
+def _step(row: dict[str, Any]) -> float:
+    step = row.get("step")
+    return step if isinstance(step, (int, float)) else 0
+
+
+def _end_torn_line(path: Path) -> None:
+    """A file whose last line was torn by a kill gets its newline back, so the next row starts
+    on a line of its own (readers skip the fragment; a resume drops it)."""
+    try:
+        with path.open("rb+") as handle:
+            if handle.seek(0, 2) and (handle.seek(-1, 2), handle.read(1))[1] != b"\n":
+                handle.write(b"\n")
+    except FileNotFoundError:
+        pass
+
+
+def _lines(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}"
 
 
 class Tracker:
@@ -91,6 +149,7 @@ class Tracker:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        _end_torn_line(self.metrics_path)
         mode = resolve_wandb_mode(wandb_cfg.mode)
         if mode != "disabled":
             self._wandb = _start_wandb(self.run_dir, job, name, config, wandb_cfg, mode, resume)
@@ -142,7 +201,7 @@ class Tracker:
         try:
             action(self._wandb)
         except Exception as err:  # W&B must never stop a run
-            console.print(f"[yellow]W&B error, continuing without it: {err}[/yellow]")
+            console.print(f"[yellow]W&B error, continuing without it: {escape(str(err))}[/yellow]")
             self._wandb = None
 
 
@@ -169,7 +228,9 @@ def _start_wandb(run_dir, job, name, config, cfg: WandbConfig, mode: str, resume
         files.write_text(run_id_file, run.id)
         return run
     except Exception as err:  # no network, bad key, broken install: carry on without W&B
-        console.print(f"[yellow]W&B unavailable ({type(err).__name__}: {err}); continuing[/yellow]")
+        console.print(
+            f"[yellow]W&B unavailable ({type(err).__name__}: {escape(str(err))}); continuing[/yellow]"
+        )
         return None
 
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-
-
-def qkv(b: int, h: int, n: int, d: int, dtype=torch.float64, scale: float = 1.0, seed: int = 0):
-    """Three (B, H, N, d) Gaussian tensors."""
-    gen = torch.Generator().manual_seed(seed)
-    return tuple(scale * torch.randn(b, h, n, d, generator=gen, dtype=dtype) for _ in range(3))
-
-
-def right_padding_mask(lengths: list[int], n: int) -> torch.Tensor:
-    """(B, N) bool, True on the first ``lengths[b]`` positions."""
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def with_junk_padding(x: torch.Tensor, mask: torch.Tensor, value: float = 1e4) -> torch.Tensor:
-    """x with every padded position (mask False) overwritten by a large junk value."""
-    return x.masked_fill(~mask[:, None, :, None], value)
-
+# The input builders and checks live in llnbench.testing (the kit researchers use on their own
+# mechanisms); the built-in tests import them from there or, as before, from here.
+from llnbench.testing import (  # noqa: F401
+    check_padding,
+    qkv,
+    real_rows,
+    right_padding_mask,
+    with_junk_padding,
+)
 
 WORDS = (
     "the cat sat on a mat while the dog ran to the park and a bird sang in the tree "
@@ -54,27 +45,3 @@ def tiny_pretrain_args(tmp_path, run_dir, *extra: str) -> list[str]:
         "trainer.checkpoint_every=3", "eval_blocks=8", "wandb.mode=disabled",
         f"run_dir={run_dir}", *extra,
     ]  # fmt: skip
-
-
-def real_rows(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Bool index of the real (unpadded) rows of a (B, H, N, d) output."""
-    return mask[:, None, :, None].expand_as(out)
-
-
-def check_padding(
-    attn, *, d: int, lengths: tuple[int, int] = (30, 19), junk: float = 1e4, compare: bool = True
-) -> None:
-    """Junk padding (even NaN) plus the mask: finite outputs; real rows equal the unpadded run
-    (``compare``, for deterministic mechanisms); gradients finite, and zero on padded positions."""
-    n, n_b = lengths[0], lengths[1]
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, n, d))
-    mask = right_padding_mask(list(lengths), n)
-    out = attn(*(with_junk_padding(t, mask, junk) for t in (q, k, v)), mask)
-    assert torch.isfinite(out).all()
-    if compare:
-        clean = attn(q[1:, :, :n_b], k[1:, :, :n_b], v[1:, :, :n_b])
-        torch.testing.assert_close(out[1:, :, :n_b], clean, atol=1e-10, rtol=0)
-    out[real_rows(mask, out)].sum().backward()
-    pad = ~mask[:, None, :, None]
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all() and torch.all(t.grad.masked_select(pad) == 0)

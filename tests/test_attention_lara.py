@@ -11,6 +11,7 @@ from llnbench.attention import build_attention
 from llnbench.attention.lara import lara_weights
 from llnbench.attention.reference import lara_matrix, ra_matrix, segment_means, softmax_matrix
 from llnbench.errors import ConfigError
+from llnbench.testing import check_gradcheck, check_matrix
 
 MIS = pytest.mark.parametrize("mis_type", ["opt", "bh"])
 
@@ -117,16 +118,11 @@ def test_forward_matches_brute_force(mis_type: str, proposal: str, training: boo
 
 @MIS
 def test_matrix_is_row_stochastic_and_matches_forward(mis_type: str) -> None:
-    q, k, v = qkv(2, 2, 40, 8)
-    mask = right_padding_mask([40, 21], 40)
-    attn = lara(d=8, num_landmarks=6, mis_type=mis_type)
-    out = attn(q, k, v, mask)
-    p = attn.train().attention_matrix(q, k, mask)  # the eval path in either mode
-    real = real_rows(mask, out)
-    torch.testing.assert_close((p @ v)[real], out[real], atol=1e-10, rtol=0)
-    sums = p.sum(-1)[mask[:, None].expand(2, 2, 40)]
-    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-12, rtol=0)
-    assert torch.all(p >= 0) and torch.all(p[1, :, :, 21:] == 0)
+    # in_training: the matrix is the eval path in either mode
+    check_matrix(
+        lara(d=8, num_landmarks=6, mis_type=mis_type), lengths=(40, 21), in_training=True,
+        row_sums=1e-12, nonnegative=True, zero_padded_columns=True,
+    )  # fmt: skip
 
 
 def test_single_landmark_gives_u1_everywhere() -> None:
@@ -198,10 +194,7 @@ def test_padding_invariance_and_finite_gradients(
 
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = lara(num_landmarks=3)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(lara(num_landmarks=3), n=n)
 
 
 def test_training_draws_and_eval_is_deterministic() -> None:

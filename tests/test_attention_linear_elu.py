@@ -5,10 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv
 
 from llnbench.attention import build_attention
 from llnbench.attention.reference import feature_matrix
+from llnbench.testing import (
+    check_backward,
+    check_causal_prefix,
+    check_forward,
+    check_gradcheck,
+    check_matrix,
+)
 
 CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 
@@ -22,65 +29,35 @@ def reference(q, k, v, mask=None, causal=False, eps=1e-6):
     return feature_matrix(phi_q, phi_k, mask, causal, eps) @ v.double()
 
 
+def kit_reference(attn, q, k, v, mask):
+    return reference(q, k, v, mask, attn.causal)
+
+
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
 @pytest.mark.parametrize("d", [4, 64], ids=lambda d: f"d{d}")
 @CAUSAL
 def test_float64_matches_dense_form(n: int, d: int, causal: bool) -> None:
-    q, k, v = qkv(2, 2, n, d)
-    mask = right_padding_mask([n, max(1, n - 3)], n)
-    attn = elu(causal, d)
-    out = attn(*(with_junk_padding(t, mask) for t in (q, k, v)), mask)
-    ref = reference(q, k, v, mask, causal)
-    torch.testing.assert_close(
-        out[real_rows(mask, out)], ref[real_rows(mask, ref)], atol=1e-10, rtol=0
-    )
-    torch.testing.assert_close(attn(q, k, v), reference(q, k, v, None, causal), atol=1e-10, rtol=0)
+    check_forward(elu(causal, d), kit_reference, n=n)
 
 
 @CAUSAL
 def test_backward_matches_dense_form(causal: bool) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 23, 8))
-    out = elu(causal, chunk=5)(q, k, v)
-    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
-    ref_grads = torch.autograd.grad(reference(q, k, v, None, causal).square().sum(), (q, k, v))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+    check_backward(elu(causal, chunk=5), kit_reference)
 
 
 @CAUSAL
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(causal: bool, n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = elu(causal, d=4, chunk=3)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(elu(causal, d=4, chunk=3), n=n)
 
 
 @CAUSAL
 def test_matrix_times_v_equals_forward(causal: bool) -> None:
-    q, k, v = qkv(2, 2, 40, 8)
-    mask = right_padding_mask([40, 21], 40)
-    attn = elu(causal)
-    out = attn(q, k, v, mask)
-    p = attn.attention_matrix(q, k, mask)
-    torch.testing.assert_close(
-        (p @ v)[real_rows(mask, out)], out[real_rows(mask, out)], atol=1e-10, rtol=0
-    )
-    assert torch.all(p >= 0) and torch.all(p[1, :, :, 21:] == 0)
+    check_matrix(elu(causal), n=40, lengths=(40, 21), nonnegative=True, zero_padded_columns=True)
 
 
 def test_causal_prefix_and_future_content() -> None:
-    q, k, v = qkv(1, 2, 50, 8)
-    attn = elu(True, chunk=8)
-    full = attn(q, k, v)
-    for t in (1, 17, 49):
-        torch.testing.assert_close(
-            attn(q[:, :, :t], k[:, :, :t], v[:, :, :t]), full[:, :, :t], atol=1e-12, rtol=0
-        )
-    evil = [x.clone() for x in (q, k, v)]
-    for x in evil:
-        x[:, :, 30:] = 500.0
-    torch.testing.assert_close(attn(*evil)[:, :, :30], full[:, :, :30], atol=1e-12, rtol=0)
+    check_causal_prefix(elu(True, chunk=8))
 
 
 @CAUSAL

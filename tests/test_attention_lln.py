@@ -10,6 +10,14 @@ from llnbench.attention import build_attention
 from llnbench.attention.lln import LLNAttention
 from llnbench.attention.reference import lln_matrix, lln_temperatures
 from llnbench.errors import ConfigError
+from llnbench.testing import (
+    check_backward,
+    check_causal_prefix,
+    check_forward,
+    check_gradcheck,
+    check_matrix,
+    check_padding,
+)
 
 
 def lln(causal: bool = False, **options) -> LLNAttention:
@@ -23,6 +31,10 @@ def reference_out(attn: LLNAttention, q, k, v, mask=None, scope="batch"):
     """The unshifted formula with independently computed moment-matched temperatures."""
     alpha, beta = lln_temperatures(q, k, mask, scope, attn.a, attn.b)
     return lln_matrix(q, k, alpha, beta, mask, attn.causal) @ v.double()
+
+
+def kit_reference(attn: LLNAttention, q, k, v, mask):
+    return reference_out(attn, q, k, v, mask)
 
 
 def fp32_errors(attn: LLNAttention, n: int) -> list[float]:
@@ -48,9 +60,8 @@ def fp32_errors(attn: LLNAttention, n: int) -> list[float]:
 @pytest.mark.parametrize("d", [4, 8, 64], ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 def test_float64_matches_formula(n: int, d: int, causal: bool) -> None:
-    q, k, v = qkv(2, 2, n, d)
     attn = lln(causal, d=d).train()  # per-call statistics in both modes
-    torch.testing.assert_close(attn(q, k, v), reference_out(attn, q, k, v), atol=1e-10, rtol=1e-10)
+    check_forward(attn, kit_reference, n=n, masked=False, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
@@ -63,23 +74,13 @@ def test_float32_forward_and_backward_within_1e4(causal: bool) -> None:
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 def test_backward_float64_matches_formula(causal: bool) -> None:
     """Gradients flow through q and k with alpha, beta held constant (autograd constants)."""
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 23, 8))
-    attn = lln(causal).train()
-    out = attn(q, k, v)
-    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
-    ref = reference_out(attn, q, k, v)
-    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+    check_backward(lln(causal).train(), kit_reference)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(causal: bool, n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = lln(causal, d=4, fixed_alpha_beta=(0.8, 1.3), chunk=3)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(lln(causal, d=4, fixed_alpha_beta=(0.8, 1.3), chunk=3), n=n)
 
 
 def test_rows_sum_to_one_and_entries_positive() -> None:
@@ -97,13 +98,7 @@ def test_rows_sum_to_one_and_entries_positive() -> None:
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 def test_matrix_times_v_equals_forward(causal: bool) -> None:
-    q, k, v = qkv(2, 2, 70, 8)
-    mask = right_padding_mask([70, 33], 70)
-    attn = lln(causal, eps=1e-8).eval()
-    real = mask[:, None, :, None].expand(2, 2, 70, 8)
-    torch.testing.assert_close(
-        (attn.attention_matrix(q, k, mask) @ v)[real], attn(q, k, v, mask)[real], atol=1e-10, rtol=0
-    )
+    check_matrix(lln(causal, eps=1e-8).eval(), n=70, lengths=(70, 33))
 
 
 @pytest.mark.parametrize("scope", ["sequence", "head"])
@@ -128,36 +123,19 @@ def test_padding_invariance(scope: str, causal: bool) -> None:
 
 
 def test_padding_does_not_poison_gradients() -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 12, 8))
-    mask = right_padding_mask([12, 7], 12)
-    pad = ~mask[:, None, :, None]
-    junk = [t.masked_fill(pad, 1e6) for t in (q, k, v)]
-    out = lln(False, stats_scope="sequence").train()(*junk, mask)
-    out[mask[:, None, :, None].expand_as(out)].sum().backward()
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all()
-        assert torch.all(t.grad.masked_select(pad.expand_as(t.grad)) == 0)
+    attn = lln(False, stats_scope="sequence").train()
+    check_padding(attn, d=8, lengths=(12, 7), junk=1e6, compare=False)
 
 
 def test_eval_causal_is_strictly_causal() -> None:
     """In eval, output i ignores tokens after i by every path: stats, key shift and eps."""
-    q, k, v = qkv(1, 2, 50, 8)
     attn = lln(True, eps=1e-8)
     attn.train()
     for _ in range(5):  # populate the running statistics
         attn(*qkv(2, 2, 50, 8, seed=1))
     attn.eval()
-    full = attn(q, k, v)
-    for t in (1, 17, 49):
-        torch.testing.assert_close(
-            attn(q[:, :, :t], k[:, :, :t], v[:, :, :t]), full[:, :, :t], atol=1e-12, rtol=0
-        )
     # an adversarial future key: a global shift would shrink every earlier feature to ~eps
-    k_evil, q_evil = k.clone(), q.clone()
-    k_evil[:, :, 30:] = 500.0
-    q_evil[:, :, 30:] = -500.0
-    evil = attn(q_evil, k_evil, v)
-    torch.testing.assert_close(evil[:, :, :30], full[:, :, :30], atol=1e-12, rtol=0)
+    check_causal_prefix(attn, future=(-500.0, 500.0, None))
 
 
 def test_running_statistics_follow_training_calls() -> None:
@@ -175,12 +153,8 @@ def test_running_statistics_follow_training_calls() -> None:
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 def test_fixed_alpha_beta_prefix_property(causal: bool) -> None:
-    q, k, v = qkv(1, 2, 33, 4)
     attn = lln(True, d=4, fixed_alpha_beta=(1.1, 0.9))
-    full = attn(q, k, v)
-    torch.testing.assert_close(
-        attn(q[:, :, :20], k[:, :, :20], v[:, :, :20]), full[:, :, :20], atol=1e-12, rtol=0
-    )
+    check_causal_prefix(attn, n=33, prefixes=(20,), future=None)
 
 
 def test_no_gradient_through_alpha_beta() -> None:

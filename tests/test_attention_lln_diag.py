@@ -9,6 +9,7 @@ from helpers import qkv, right_padding_mask
 from llnbench.attention import build_attention
 from llnbench.attention.lln_diag import block_diagonal_softmax
 from llnbench.attention.reference import block_softmax_matrix, lln_matrix, lln_temperatures
+from llnbench.testing import check_gradcheck, check_padding
 
 # spec §7.2: torch.manual_seed(0); q, k, v = three torch.randn(1, 2, 4, 3); average, paper constants
 GOLDEN = {
@@ -128,7 +129,6 @@ def test_learnable_modes_start_at_average(combine: str) -> None:
 
 
 def test_gradcheck() -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 7, 4))
     attn = build_attention(
         "lln_diag",
         num_heads=2,
@@ -138,4 +138,13 @@ def test_gradcheck() -> None:
         fixed_alpha_beta=(0.7, 0.9),
         causal=True,
     ).eval()
-    assert torch.autograd.gradcheck(attn, (q, k, v))
+    check_gradcheck(attn, n=7, masked=False)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+@pytest.mark.parametrize("junk", [1e4, float("inf"), float("nan")], ids=["big", "inf", "nan"])
+def test_padding_invariance_and_finite_gradients(causal: bool, junk: float) -> None:
+    """Sequence-scoped statistics; the block softmax zeroes padded rows (0 weight x inf is NaN)."""
+    attn = build_attention("lln_diag", num_heads=2, head_dim=8, causal=causal,
+                           stats_scope="sequence", diag_block=4).train()  # fmt: skip
+    check_padding(attn, junk=junk)

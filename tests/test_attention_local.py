@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask
 
 from llnbench.attention import build_attention
 from llnbench.attention.reference import band_softmax_matrix, softmax_matrix
+from llnbench.testing import (
+    check_backward,
+    check_causal_prefix,
+    check_forward,
+    check_gradcheck,
+    check_matrix,
+)
 
 CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 
@@ -22,20 +29,12 @@ def local(causal: bool = False, window: int = 4, d: int = 8, **options):
 @pytest.mark.parametrize("window", [1, 4, 32], ids=lambda r: f"r{r}")
 @CAUSAL
 def test_float64_matches_band_softmax(n: int, window: int, causal: bool) -> None:
-    q, k, v = qkv(2, 2, n, 8)
-    mask = right_padding_mask([n, max(1, n - 3)], n)
+    def band(attn, q, k, v, mask):
+        return band_softmax_matrix(q, k, window, mask, causal) @ v
+
     attn = local(causal, window)
-    out = attn(*(with_junk_padding(t, mask) for t in (q, k, v)), mask)
-    ref = band_softmax_matrix(q, k, window, mask, causal) @ v
-    torch.testing.assert_close(
-        out[real_rows(mask, out)], ref[real_rows(mask, ref)], atol=1e-10, rtol=0
-    )
-    plain = band_softmax_matrix(q, k, window, None, causal) @ v
-    torch.testing.assert_close(attn(q, k, v), plain, atol=1e-10, rtol=0)
-    p = attn.attention_matrix(q, k, mask)
-    torch.testing.assert_close(
-        (p @ v)[real_rows(mask, out)], out[real_rows(mask, out)], atol=1e-10, rtol=0
-    )
+    check_forward(attn, band, n=n)
+    check_matrix(attn, n=n, lengths=(n, max(1, n - 3)))
 
 
 @CAUSAL
@@ -58,32 +57,20 @@ def test_window_covering_sequence_is_softmax(causal: bool, n: int) -> None:
 
 @CAUSAL
 def test_backward_matches_band_softmax(causal: bool) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 23, 8))
-    out = local(causal, window=5)(q, k, v)
-    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
-    ref = band_softmax_matrix(q, k, 5, None, causal) @ v
-    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+    check_backward(
+        local(causal, window=5),
+        lambda attn, q, k, v, m: band_softmax_matrix(q, k, 5, None, causal) @ v,
+    )
 
 
 @CAUSAL
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(causal: bool, n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = local(causal, window=2, d=4)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(local(causal, window=2, d=4), n=n)
 
 
 def test_causal_prefix() -> None:
-    q, k, v = qkv(1, 2, 50, 8)
-    attn = local(True, window=6)
-    full = attn(q, k, v)
-    for t in (1, 13, 49):
-        torch.testing.assert_close(
-            attn(q[:, :, :t], k[:, :, :t], v[:, :, :t]), full[:, :, :t], atol=1e-12, rtol=0
-        )
+    check_causal_prefix(local(True, window=6), prefixes=(1, 13, 49), future=None)
 
 
 @CAUSAL

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask
 
 from llnbench.attention import build_attention
 from llnbench.attention.nystrom import newton_schulz_pinv
 from llnbench.attention.reference import nystrom_matrix, softmax_matrix
 from llnbench.errors import ConfigError
+from llnbench.testing import check_backward, check_forward, check_gradcheck, check_matrix
 
 
 def nystrom(d: int = 8, **options):
@@ -33,28 +34,24 @@ def test_landmarks_at_every_token_with_exact_pinv_is_softmax(n: int, masked: boo
 @pytest.mark.parametrize("iters", [0, 6], ids=["exact-pinv", "6-iters"])
 def test_float64_matches_dense_form(n: int, iters: int) -> None:
     """Real tokens only in the reference: the fast path's inert empty slots must change nothing."""
-    q, k, v = qkv(2, 2, n, 8)
-    mask = right_padding_mask([n, max(1, n - 12)], n)  # the second sequence often has n_b < m
+    lengths = (n, max(1, n - 12))  # the second sequence often has n_b < m
     attn = nystrom(num_landmarks=8, pinv_iters=iters)
-    out = attn(*(with_junk_padding(t, mask) for t in (q, k, v)), mask)
+
+    def dense(attn, q, k, v, mask):
+        return nystrom_matrix(q, k, 8, mask, iters) @ v
+
+    check_forward(attn, dense, n=n, lengths=lengths, unmasked=False)
+    p, _, mask = check_matrix(attn, n=n, lengths=lengths)
+    q, k, _ = qkv(2, 2, n, 8)
     p_ref = nystrom_matrix(q, k, 8, mask, iters)
-    real = real_rows(mask, out)
-    torch.testing.assert_close(out[real], (p_ref @ v)[real], atol=1e-10, rtol=0)
-    p = attn.attention_matrix(q, k, mask)
-    torch.testing.assert_close((p @ v)[real], out[real], atol=1e-10, rtol=0)
-    torch.testing.assert_close(
-        p[real[..., :1].expand_as(p)], p_ref[real[..., :1].expand_as(p)], atol=1e-10, rtol=0
-    )
+    real = mask[:, None, :, None].expand_as(p)
+    torch.testing.assert_close(p[real], p_ref[real], atol=1e-10, rtol=0)
 
 
 def test_backward_matches_dense_form() -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 23, 8))
-    attn = nystrom(num_landmarks=5)
-    grads = torch.autograd.grad(attn(q, k, v).square().sum(), (q, k, v))
-    ref = nystrom_matrix(q, k, 5, None, 6) @ v
-    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+    check_backward(
+        nystrom(num_landmarks=5), lambda attn, q, k, v, m: nystrom_matrix(q, k, 5, None, 6) @ v
+    )
 
 
 def test_value_conv_is_a_depthwise_conv_over_zero_padded_v() -> None:
@@ -108,10 +105,7 @@ def test_padding_invariance_and_finite_gradients(lengths: list[int], junk: float
 
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = nystrom(d=4, num_landmarks=3, conv_kernel=3)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(nystrom(d=4, num_landmarks=3, conv_kernel=3), n=n)
 
 
 def test_option_validation() -> None:

@@ -6,12 +6,19 @@ import math
 
 import pytest
 import torch
-from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv
 
 from llnbench.attention import build_attention
 from llnbench.attention.performer import draw_projection, favor_log_features
 from llnbench.attention.reference import favor_features, feature_matrix, softmax_matrix
 from llnbench.errors import ConfigError
+from llnbench.testing import (
+    check_backward,
+    check_causal_prefix,
+    check_forward,
+    check_gradcheck,
+    check_matrix,
+)
 
 CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 
@@ -25,22 +32,16 @@ def reference(w, q, k, v, mask=None, causal=False):
     return feature_matrix(favor_features(q, w), favor_features(k, w), mask, causal) @ v.double()
 
 
+def same_w_reference(attn, q, k, v, mask):
+    """The dense form with the module's own (eval) random features."""
+    return reference(attn.eval_projection, q, k, v, mask, attn.causal)
+
+
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
 @pytest.mark.parametrize("d", [4, 64], ids=lambda d: f"d{d}")
 @CAUSAL
 def test_float64_matches_dense_form_with_same_w(n: int, d: int, causal: bool) -> None:
-    q, k, v = qkv(2, 2, n, d)
-    mask = right_padding_mask([n, max(1, n - 3)], n)
-    attn = performer(causal, d, nb_features=24, chunk=16)
-    w = attn.eval_projection
-    out = attn(*(with_junk_padding(t, mask) for t in (q, k, v)), mask)
-    ref = reference(w, q, k, v, mask, causal)
-    torch.testing.assert_close(
-        out[real_rows(mask, out)], ref[real_rows(mask, ref)], atol=1e-10, rtol=0
-    )
-    torch.testing.assert_close(
-        attn(q, k, v), reference(w, q, k, v, None, causal), atol=1e-10, rtol=0
-    )
+    check_forward(performer(causal, d, nb_features=24, chunk=16), same_w_reference, n=n)
 
 
 @CAUSAL
@@ -57,47 +58,30 @@ def test_training_uses_a_fresh_draw_from_the_default_generator(causal: bool) -> 
 
 @CAUSAL
 def test_backward_matches_dense_form(causal: bool) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 23, 8))
-    attn = performer(causal, nb_features=16, chunk=5)
-    grads = torch.autograd.grad(attn(q, k, v).square().sum(), (q, k, v))
-    ref = reference(attn.eval_projection, q, k, v, None, causal)
-    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+    check_backward(performer(causal, nb_features=16, chunk=5), same_w_reference)
 
 
 @CAUSAL
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(causal: bool, n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = performer(causal, d=4, nb_features=6, chunk=3)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(performer(causal, d=4, nb_features=6, chunk=3), n=n)
 
 
 @CAUSAL
 @pytest.mark.parametrize("feature_eps", [0.0, 1e-3], ids=["feps0", "feps1e-3"])
 def test_matrix_times_v_equals_forward(causal: bool, feature_eps: float) -> None:
-    q, k, v = qkv(2, 2, 40, 8, scale=2.0)
-    mask = right_padding_mask([40, 21], 40)
-    attn = performer(causal, eps=1e-6, feature_eps=feature_eps)
-    attn.train()  # the matrix is the eval path in either mode
-    p = attn.attention_matrix(q, k, mask)
-    out = attn.eval()(q, k, v, mask)
-    real = real_rows(mask, out)
-    torch.testing.assert_close((p @ v)[real], out[real], atol=1e-10, rtol=0)
-    assert torch.all(p >= 0) and torch.all(p[1, :, :, 21:] == 0)
+    # in_training: the matrix is the eval path in either mode
+    check_matrix(
+        performer(causal, eps=1e-6, feature_eps=feature_eps), lengths=(40, 21), scale=2.0,
+        in_training=True, nonnegative=True, zero_padded_columns=True,
+    )  # fmt: skip
 
 
 def test_eval_causal_is_strictly_causal() -> None:
     """The key stabiliser is a prefix maximum: a huge future key cannot shrink earlier features."""
-    q, k, v = qkv(1, 2, 50, 8)
     attn = performer(True, eps=1e-6, chunk=8)
-    full = attn(q, k, v)
-    for t in (1, 17, 49):
-        torch.testing.assert_close(
-            attn(q[:, :, :t], k[:, :, :t], v[:, :, :t]), full[:, :, :t], atol=1e-12, rtol=0
-        )
+    full = check_causal_prefix(attn, future=None)
+    q, k, v = qkv(1, 2, 50, 8)
     # future keys at the argmax of the log-features (k~ = the longest row of W): a global shift
     # would divide every earlier key by exp(gap) and let eps move the outputs
     w = attn.eval_projection.double()

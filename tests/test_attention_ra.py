@@ -6,11 +6,18 @@ import math
 
 import pytest
 import torch
-from helpers import check_padding, qkv, real_rows, right_padding_mask, with_junk_padding
+from helpers import check_padding, qkv, real_rows, right_padding_mask
 
 from llnbench.attention import build_attention, ra
 from llnbench.attention.reference import ra_matrix, ra_mean_samples, softmax_matrix
 from llnbench.errors import ConfigError
+from llnbench.testing import (
+    check_backward,
+    check_causal_prefix,
+    check_forward,
+    check_gradcheck,
+    check_matrix,
+)
 
 CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 
@@ -24,19 +31,15 @@ def reference(q, k, v, mask=None, causal=False):
     return ra_matrix(k, ra_mean_samples(q, k, mask, causal), mask, causal) @ v.double()
 
 
+def kit_reference(attn, q, k, v, mask):
+    return reference(q, k, v, mask, attn.causal)
+
+
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
 @pytest.mark.parametrize("d", [4, 64], ids=lambda d: f"d{d}")
 @CAUSAL
 def test_eval_matches_dense_form(n: int, d: int, causal: bool) -> None:
-    q, k, v = qkv(2, 2, n, d)
-    mask = right_padding_mask([n, max(1, n - 3)], n)
-    attn = randomized(causal, d)
-    out = attn(*(with_junk_padding(t, mask) for t in (q, k, v)), mask)
-    ref = reference(q, k, v, mask, causal)
-    torch.testing.assert_close(
-        out[real_rows(mask, out)], ref[real_rows(mask, ref)], atol=1e-10, rtol=0
-    )
-    torch.testing.assert_close(attn(q, k, v), reference(q, k, v, None, causal), atol=1e-10, rtol=0)
+    check_forward(randomized(causal, d), kit_reference, n=n)
 
 
 @CAUSAL
@@ -89,48 +92,26 @@ def test_unbiased_with_paper_noise_biased_with_code_noise(noise: str, draws: int
 
 @CAUSAL
 def test_backward_matches_dense_form(causal: bool) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 23, 8))
-    grads = torch.autograd.grad(randomized(causal)(q, k, v).square().sum(), (q, k, v))
-    ref_grads = torch.autograd.grad(reference(q, k, v, None, causal).square().sum(), (q, k, v))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+    check_backward(randomized(causal), kit_reference)
 
 
 @CAUSAL
 @pytest.mark.parametrize("n", [5, 7], ids=lambda n: f"N{n}")
 def test_gradcheck(causal: bool, n: int) -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, n, 4))
-    attn = randomized(causal, d=4)
-    mask = torch.tensor([[True] * (n - 1) + [False]])
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, : n - 1], (q, k, v))
+    check_gradcheck(randomized(causal, d=4), n=n)
 
 
 @CAUSAL
 def test_matrix_times_v_equals_forward(causal: bool) -> None:
-    q, k, v = qkv(2, 2, 40, 8)
-    mask = right_padding_mask([40, 21], 40)
-    attn = randomized(causal)
-    out = attn(q, k, v, mask)
-    p = attn.train().attention_matrix(q, k, mask)  # the eval path in either mode
-    real = real_rows(mask, out)
-    torch.testing.assert_close((p @ v)[real], out[real], atol=1e-10, rtol=0)
-    sums = p.sum(-1)[mask[:, None].expand(2, 2, 40)]
-    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-12, rtol=0)
-    assert torch.all(p >= 0) and torch.all(p[1, :, :, 21:] == 0)
+    # in_training: the matrix is the eval path in either mode
+    check_matrix(
+        randomized(causal), lengths=(40, 21), in_training=True, row_sums=1e-12, nonnegative=True,
+        zero_padded_columns=True,
+    )  # fmt: skip
 
 
 def test_eval_causal_is_strictly_causal() -> None:
-    q, k, v = qkv(1, 2, 50, 8)
-    attn = randomized(True)
-    full = attn(q, k, v)
-    for t in (1, 17, 49):
-        torch.testing.assert_close(
-            attn(q[:, :, :t], k[:, :, :t], v[:, :, :t]), full[:, :, :t], atol=1e-12, rtol=0
-        )
-    evil = [x.clone() for x in (q, k, v)]
-    for x in evil:
-        x[:, :, 30:] = 50.0
-    torch.testing.assert_close(attn(*evil)[:, :, :30], full[:, :, :30], atol=1e-12, rtol=0)
+    check_causal_prefix(randomized(True), future=(50.0, 50.0, 50.0))
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from helpers import qkv, right_padding_mask
 
 from llnbench.attention import ATTENTIONS, attention_options, build_attention, causal_attentions
 from llnbench.errors import ConfigError
+from llnbench.testing import check_batch_independence, check_interface
 
 NAMES = [
     "softmax",
@@ -59,27 +58,28 @@ def test_smoke_fp32_and_bf16_autocast(name: str, causal: bool) -> None:
     cls = ATTENTIONS[name]
     if causal and not cls.supports_causal:
         pytest.skip(f"{name} has no causal form")
-    attn = build_attention(name, num_heads=2, head_dim=16, causal=causal)
-    for flag in (
-        "name",
-        "causal",
-        "supports_causal",
-        "linear_in_n",
-        "stochastic",
-        "uses_attn_dropout",
-        "complexity",
-        "last_stats",
-    ):
-        assert hasattr(attn, flag)
-    q, k, v = (t.requires_grad_() for t in qkv(2, 2, 70, 16, dtype=torch.float32))
-    mask = right_padding_mask([70, 50], 70)
-    out = attn(q, k, v, mask)
-    assert out.shape == q.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
-    out.sum().backward()
-    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out16 = attn(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
-    assert out16.dtype == torch.bfloat16 and torch.isfinite(out16.float()).all()
-    attn.eval()
-    p = attn.attention_matrix(q.detach(), k.detach(), mask)
-    assert p.shape == (2, 2, 70, 70)
+    check_interface(build_attention(name, num_heads=2, head_dim=16, causal=causal))
+
+
+# Options under which each mechanism claims batch independence (eval mode, float64).
+BATCH_INDEPENDENT = {
+    "softmax": {}, "lln": {"stats_scope": "sequence"}, "lln_diag": {"stats_scope": "head"},
+    "lara": {"num_landmarks": 4}, "ra": {}, "performer": {}, "linear_elu": {}, "cosformer": {},
+    "nystrom": {"num_landmarks": 4}, "local": {"window": 3},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_batch_independence(name: str, causal: bool) -> None:
+    if causal and not ATTENTIONS[name].supports_causal:
+        pytest.skip(f"{name} has no causal form")
+    attn = build_attention(name, num_heads=2, head_dim=8, causal=causal, **BATCH_INDEPENDENT[name])
+    check_batch_independence(attn.double().eval())
+
+
+def test_batch_pooled_statistics_are_not_batch_independent() -> None:
+    """LLN's default stats_scope=batch pools sigma_q, sigma_k over the batch: the check fails."""
+    attn = build_attention("lln", num_heads=2, head_dim=8).double()
+    with pytest.raises(AssertionError, match="batch independence: sequence 0"):
+        check_batch_independence(attn)

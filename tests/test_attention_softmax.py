@@ -8,6 +8,7 @@ from helpers import qkv, right_padding_mask, with_junk_padding
 
 from llnbench.attention import build_attention
 from llnbench.attention.reference import softmax_matrix
+from llnbench.testing import check_forward, check_gradcheck, check_matrix, check_padding
 
 CASES = [(False, False), (True, False), (False, True), (True, True)]
 IDS = ["plain", "causal", "mask", "causal+mask"]
@@ -16,15 +17,12 @@ IDS = ["plain", "causal", "mask", "causal+mask"]
 @pytest.mark.parametrize("n", [1, 5, 17, 64, 130], ids=lambda n: f"N{n}")
 @pytest.mark.parametrize(("causal", "masked"), CASES, ids=IDS)
 def test_sdpa_matches_reference(n: int, causal: bool, masked: bool) -> None:
-    q, k, v = qkv(2, 2, n, 8)
-    mask = right_padding_mask([n, max(1, n - 3)], n) if masked else None
+    def explicit(attn, q, k, v, mask):
+        return softmax_matrix(q, k, mask, causal) @ v
+
     attn = build_attention("softmax", num_heads=2, head_dim=8, causal=causal).eval()
-    out = attn(q, k, v, mask)
-    ref = softmax_matrix(q, k, mask, causal) @ v
-    real = slice(None) if mask is None else mask[:, None, :, None].expand_as(out)
-    torch.testing.assert_close(out[real], ref[real], atol=1e-10, rtol=0)
-    matrix = attn.attention_matrix(q, k, mask)
-    torch.testing.assert_close((matrix @ v)[real], out[real], atol=1e-10, rtol=0)
+    check_forward(attn, explicit, n=n, junk=None, masked=masked, unmasked=not masked)
+    check_matrix(attn, n=n, lengths=(n, max(1, n - 3)), masked=masked)
 
 
 def test_rows_sum_to_one_and_padding_is_ignored() -> None:
@@ -61,7 +59,11 @@ def test_dropout_only_in_training() -> None:
 
 
 def test_gradcheck() -> None:
-    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 5, 4))
-    mask = torch.tensor([[True, True, True, True, False]])
-    attn = build_attention("softmax", num_heads=2, head_dim=4, causal=True).eval()
-    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask)[:, :, :4], (q, k, v))
+    check_gradcheck(build_attention("softmax", num_heads=2, head_dim=4, causal=True).eval(), n=5)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+@pytest.mark.parametrize("junk", [float("inf"), float("nan")], ids=["inf", "nan"])
+def test_non_finite_padding_is_ignored(causal: bool, junk: float) -> None:
+    """SDPA gives a masked key weight 0, but 0 * inf is NaN: padded rows are zeroed first."""
+    check_padding(build_attention("softmax", num_heads=2, head_dim=8, causal=causal), junk=junk)

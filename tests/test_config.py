@@ -82,7 +82,7 @@ def test_config_dir_and_compose() -> None:
         (["bogus=1"], r"unknown config key 'bogus'; allowed: .*max_len"),
         (["wandb.bogus=1"], r"unknown config key 'wandb.bogus'; allowed: wandb.mode"),
         (["wandb=nope"], r"Could not find 'wandb/nope'; allowed: default"),
-        (["attentions=[a"], r"cannot parse overrides"),
+        (["attentions=[a"], r"cannot parse override 'attentions=\[a'"),
     ],
     ids=["top-level", "nested", "group", "syntax"],
 )

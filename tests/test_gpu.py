@@ -59,3 +59,75 @@ def test_scale_on_cuda_measures_memory_with_flash(tmp_path) -> None:
     data = json.loads((tmp_path / "scale.json").read_text())
     assert data["machine"]["sdpa_backend"] == "flash" and data["machine"]["gpu"]
     assert all(r["status"] == "ok" and r["peak_mib"] > 0 for r in data["rows"])
+
+
+# -- the GPU fast paths (attention.backend=triton | fla) against float64 ------------------------
+# Tolerances: fp32 inputs on the Triton kernels use IEEE dots: <= 1e-5 * max|ref|. bf16 inputs
+# (TF32 dots) and every fla case (fla runs fp32 dots as TF32): <= 1e-2 * max|ref| for outputs
+# (spec §3.3) and 2e-2 for gradients, against float64 on the same rounded inputs.
+
+
+def _errors(out, ref, grads, ref_grads, real):
+    pairs = [(out.float() * real, ref * real), *zip(grads, ref_grads)]
+    return [((a.double().cpu() - b).abs().max() / b.abs().max()).item() for a, b in pairs]
+
+
+@pytest.mark.parametrize(
+    ("backend", "causal", "dtype", "tol"),
+    [("triton", False, torch.float32, (1e-5, 1e-5)), ("triton", False, torch.bfloat16, (1e-2, 2e-2)),
+     ("fla", True, torch.float32, (1e-2, 2e-2)), ("fla", True, torch.bfloat16, (1e-2, 2e-2))],
+    ids=["triton-fp32", "triton-bf16", "fla-fp32", "fla-bf16"],
+)  # fmt: skip
+def test_fast_backends_match_float64_forward_and_backward(backend, causal, dtype, tol) -> None:
+    n = 1000  # not a multiple of the 64-row tiles
+    attn = build_attention("lln", num_heads=2, head_dim=64, causal=causal, backend=backend,
+                           eps=0.0).cuda().train()  # fmt: skip
+    q64, k64, v64 = qkv(2, 2, n, 64, scale=2.0)
+    mask = right_padding_mask([n, 700], n)
+    q, k, v = (t.to(dtype).cuda().requires_grad_() for t in (q64, k64, v64))
+    out = attn(q, k, v, mask.cuda())
+    assert attn.last_backend == backend and out.dtype == dtype
+    qd, kd, vd = (t.detach().double().cpu().requires_grad_() for t in (q, k, v))
+    alpha, beta = lln_temperatures(qd, kd, mask, "batch", attn.a, attn.b)
+    ref = lln_matrix(qd, kd, alpha, beta, mask, causal) @ vd
+    real = mask[:, None, :, None].double()
+    grad = torch.randn_like(ref) * real
+    (out.float() * grad.float().cuda()).sum().backward()
+    (ref * grad).sum().backward()
+    errors = _errors(out.detach().cpu(), ref.detach(), [t.grad for t in (q, k, v)],
+                     [qd.grad, kd.grad, vd.grad], real)  # fmt: skip
+    assert errors[0] <= tol[0] and max(errors[1:]) <= tol[1], errors
+
+
+def test_fla_path_is_strictly_causal_in_eval() -> None:
+    attn = build_attention("lln", num_heads=2, head_dim=64, causal=True, backend="fla").cuda()
+    attn.eval()  # running statistics: nothing after position i reaches output i
+    q, k, v = (t.float().cuda() for t in qkv(1, 2, 300, 64))
+    evil_q, evil_k = q.clone(), k.clone()
+    evil_k[:, :, 30:] = 500.0
+    evil_q[:, :, 30:] = -500.0
+    clean, evil = attn(q, k, v), attn(evil_q, evil_k, v)
+    assert attn.last_backend == "fla" and torch.isfinite(evil).all()
+    torch.testing.assert_close(evil[:, :, :30], clean[:, :, :30], atol=1e-5, rtol=1e-4)
+
+
+def test_auto_runs_the_kernels_on_cuda_and_compiles_around_them() -> None:
+    q, k, v = (t.cuda().bfloat16() for t in qkv(1, 2, 256, 64, dtype=torch.float32))
+    for name, causal, expected in (("lln", False, "triton"), ("lln", True, "fla"),
+                                   ("lln_diag", False, "triton"), ("lln_diag", True, "fla")):  # fmt: skip
+        attn = build_attention(name, num_heads=2, head_dim=64, causal=causal).cuda()
+        ref = attn(q, k, v)
+        assert attn.last_backend == expected, (name, causal)
+        compiled = torch.compile(attn, backend="aot_eager")
+        torch.testing.assert_close(compiled(q, k, v), ref, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_bidirectional_bf16_64k_every_backend_is_finite(backend: str) -> None:
+    attn = build_attention("lln", num_heads=2, head_dim=64, backend=backend).cuda().train()
+    q, k, v = (t.cuda().bfloat16().requires_grad_()
+               for t in qkv(1, 2, 65536, 64, dtype=torch.float32, scale=3.0))  # fmt: skip
+    out = attn(q, k, v)
+    out.float().square().mean().backward()
+    assert torch.isfinite(out.float()).all()
+    assert all(torch.isfinite(t.grad.float()).all() for t in (q, k, v))

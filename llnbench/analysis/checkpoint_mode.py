@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from torch import Tensor
 
@@ -117,12 +118,17 @@ def run_checkpoint(cfg: AnalyzeConfig) -> Path:
         config=as_plain(cfg), wandb_cfg=cfg.wandb,
     )  # fmt: skip
     console.print(
-        f"[bold]llnbench analyze[/bold] checkpoint: {', '.join(labels)} on {device}; "
-        f"{len(sequences.input_ids)} sequence(s) of N={sequences.seq_len} from {sequences.source}"
+        "[bold]llnbench analyze[/bold] "
+        + escape(
+            f"checkpoint: {', '.join(labels)} on {device}; "
+            f"{len(sequences.input_ids)} sequence(s) of N={sequences.seq_len} from {sequences.source}"
+        )
     )
     results = []
     for label, pretrained in zip(labels, runs):
-        console.print(f"measuring {label} ({pretrained.path}, step {pretrained.step}) ...")
+        console.print(
+            f"measuring {label} ({pretrained.path}, step {pretrained.step}) ...", markup=False
+        )
         results.append(analyse_run(label, pretrained, sequences, tokenizer, device, gap=cfg.gap))
     rows = layer_rows(results, sequences)
     for row in rows:
@@ -146,7 +152,7 @@ def run_checkpoint(cfg: AnalyzeConfig) -> Path:
             "plots": [p.name for p in plots],
         }
     )
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -259,7 +265,9 @@ def layer_table(results: list[RunAnalysis], sequences: Sequences) -> Table:
         rows = [(str(i), m) for i, m in enumerate(run.layer_means())] + [("all", run.overall())]
         for layer, means in rows:
             style = "bold" if layer == "all" else ""
-            table.add_row(run.label, layer, *(_fmt(means.get(k)) for k in keys), style=style)
+            table.add_row(
+                escape(run.label), layer, *(_fmt(means.get(k)) for k in keys), style=style
+            )
             if f"{LLN_BRANCH}entropy" in means:
                 branch_cells = [_fmt(means.get(LLN_BRANCH + k)) for k in keys[:4]]
                 table.add_row("└ LLN branch", layer, *branch_cells, *[""] * (len(keys) - 4),

@@ -13,7 +13,6 @@ training mode restored; with ``analysis_every=0`` nothing is built and nothing r
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from llnbench.analysis.capture import layer_instruments
+from llnbench.tracking import read_jsonl
 
 PREFIX = "analysis/"
 # what a probe logs per layer; the LLN temperatures appear only for LLN-style mechanisms
@@ -89,26 +89,24 @@ class TrainingProbe:
 
 def logged_steps(metrics_path: Path) -> set[int]:
     """Steps of the probe rows already in a run's metrics.jsonl."""
-    if not metrics_path.exists():
-        return set()
-    steps = set()
-    for line in metrics_path.read_text().splitlines():
-        if f'"{PREFIX}' in line:
-            steps.add(int(json.loads(line).get("step", -1)))
-    return steps
+    return {int(row.get("step", -1)) for row in _probe_rows(metrics_path)}
 
 
 def history(metrics_path: Path) -> list[dict[str, Any]]:
     """The probe rows of a run (``analysis/`` prefix dropped), in step order."""
-    if not Path(metrics_path).exists():
-        return []
-    rows = []
-    for line in Path(metrics_path).read_text().splitlines():
-        if f'"{PREFIX}' not in line:
-            continue
-        row = json.loads(line)
-        rows.append(
-            {"step": row.get("step")}
-            | {k.removeprefix(PREFIX): v for k, v in row.items() if k.startswith(PREFIX)}
-        )
+    rows = [
+        {"step": row.get("step")}
+        | {k.removeprefix(PREFIX): v for k, v in row.items() if k.startswith(PREFIX)}
+        for row in _probe_rows(metrics_path)
+    ]
     return sorted(rows, key=lambda r: r["step"])
+
+
+def _probe_rows(metrics_path: Path) -> list[dict[str, Any]]:
+    """The rows with instruments; unreadable lines (a torn last line) are skipped."""
+    rows, _ = read_jsonl(metrics_path)
+    return [
+        row
+        for row in rows
+        if isinstance(row.get("step"), int) and any(k.startswith(PREFIX) for k in row)
+    ]

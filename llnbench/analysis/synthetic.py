@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from llnbench import files
@@ -36,9 +36,11 @@ from llnbench.analysis.concentration import (
 )
 from llnbench.attention import attention_options, build_attention
 from llnbench.attention.base import Attention
+from llnbench.bench.cells import check_builds, option_error
 from llnbench.console import console
 from llnbench.devices import resolve_device
 from llnbench.errors import ConfigError
+from llnbench.progress import ProgressBar
 from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.tracking import Tracker
 
@@ -93,7 +95,7 @@ def run_synthetic(cfg: AnalyzeConfig) -> Path:
         f"σ² in {', '.join(f'{s:g}' for s in cfg.s2)}"
     )
     for name, reason in skipped.items():
-        console.print(f"[yellow]skipping {name}: {reason}[/yellow]")
+        console.print(f"[yellow]skipping {name}: {escape(reason)}[/yellow]")
 
     rows = sweep(cfg, modules, device, tracker)
     theory = theory_rows(cfg.seq_len, cfg.s2)
@@ -122,7 +124,7 @@ def run_synthetic(cfg: AnalyzeConfig) -> Path:
             "reference_table": reference,
         }
     )
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -159,6 +161,11 @@ def build_mechanisms(cfg: AnalyzeConfig) -> tuple[dict[str, Attention], dict[str
             )  # fmt: skip
         except ImportError as err:
             skipped[name] = f"cannot be imported ({type(err).__name__}: {err})"
+        except (TypeError, ValueError) as err:  # an option value the mechanism cannot take
+            raise option_error(name, mechanism_options(cfg, name), err) from None
+    for name in set(cfg.options) - set(cfg.attentions):  # options set but not run: still valid?
+        check_builds(registry_name(name), mechanism_options(cfg, name), heads=cfg.heads,
+                      head_dim=cfg.head_dim, causal=False)  # fmt: skip
     if not modules:
         raise ConfigError(
             "none of the requested mechanisms can be imported: "
@@ -186,22 +193,17 @@ def sweep(
     """One row per (mechanism, σ²): instruments averaged over draws, with their spread."""
     inputs = draw_inputs(cfg)
     rows = []
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("elapsed"), TimeRemainingColumn(elapsed_when_finished=True),
-        console=console, transient=False,
-    )  # fmt: skip
+    progress = ProgressBar("analyze", len(modules) * len(cfg.s2) * cfg.draws, unit="draw")
     with progress:
-        task = progress.add_task("analyze", total=len(modules) * len(cfg.s2) * cfg.draws)
         for name, module in modules.items():
             module.to(device)
             for i, s2 in enumerate(cfg.s2):
                 per_draw: list[dict[str, float]] = []
                 for r in range(cfg.draws):
-                    progress.update(task, description=f"{label_of(name):<13} σ²={s2:<5g} #{r}")
+                    progress.update(description=f"{label_of(name):<13} σ²={s2:<5g} #{r}")
                     q, k = (t.to(device) for t in inputs[(i, r)])
                     per_draw.append(measure(module, q, k).means())
-                    progress.advance(task)
+                    progress.update(advance=1)
                 row = summarise_draws(cfg, name, s2, per_draw)
                 rows.append(row)
                 tracker.log(_flat_row(row))

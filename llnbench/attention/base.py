@@ -1,7 +1,41 @@
-"""The interface every attention mechanism implements, plus the mask and dtype helpers they share.
+"""The public interface every attention mechanism implements, and the helpers they share.
 
-Shapes: q, k, v and the output are (B, H, N, d). ``attention_mask`` is (B, N), True/1 = real token
-(the HF convention). Padded keys never influence a real query; padded query outputs are finite.
+This is the stable API for mechanisms inside and outside llnbench (``attention=my_pkg.mod:Cls`` or
+the ``llnbench.attentions`` entry-point group). A mechanism is a subclass of :class:`Attention`:
+
+**Construction.** ``Cls(*, num_heads, head_dim, causal=False, dropout=0.0, **options)``; pass the
+four common arguments on to ``super().__init__``. Every other keyword argument (with a default) is
+an *option*: settable as ``attention.<option>=...`` in every job, listed by
+``llnbench.attention.attention_options``, and checked against its annotation (int, float, bool,
+str, Literal, Optional, tuple/list, ...) before ``__init__`` runs; an unknown option or a value of
+the wrong type (or a non-finite float) is refused with one line. Validate the *values* (ranges,
+combinations) in ``__init__`` by raising ``llnbench.errors.ConfigError``. Causality is fixed at
+build time; ``causal=True`` on a class with ``supports_causal = False`` is refused here.
+
+**forward(q, k, v, attention_mask=None) -> out.** q, k, v: (B, H, N, d) on one device and of one
+dtype, already projected and split into heads (the model owns Q/K/V/O); self-attention, so one N.
+``attention_mask``: None (every token real) or (B, N), bool or 0/1, True = real token (the HF
+convention). Padded keys must have no influence on any real query's output, whatever their
+content (junk, inf, NaN); padded queries' outputs must be finite, otherwise unspecified. Under
+``causal=True`` output i may depend on keys j <= i only, by every path (statistics, maxima,
+normalisers), in eval mode at least. ``out`` has q's shape and v's dtype.
+
+**Dtype policy.** float64 inputs compute in float64 (the tests' exactness checks); every other
+dtype (fp32, bf16, fp16, under autocast or not) computes its statistics, exponentials and sums in
+float32 (``core_dtype``, ``upcast``, ``full_precision``) and casts the output back to v's dtype.
+
+**attention_matrix(q, k, attention_mask=None) -> P.** The dense (B, H, N, N) matrix with
+``P @ v`` equal to the eval-mode forward (small N: analysis and tests). Rows of real queries
+usually sum to 1; padded key columns are 0.
+
+**Class attributes.** ``name`` (defaults to the class name), ``supports_causal``, ``linear_in_n``,
+``stochastic`` (training draws random numbers, from torch's default generator),
+``uses_attn_dropout`` (applies ``self.dropout`` to probabilities in training), ``complexity`` (a
+report string). ``last_stats`` holds detached scalars for logging; ``options()`` returns the
+settings recorded beside benchmark rows.
+
+``llnbench.testing`` checks a mechanism against this contract (forward/backward against a
+reference, junk padding, causal prefixes, batch independence, gradcheck).
 """
 
 from __future__ import annotations
@@ -26,6 +60,11 @@ class Attention(nn.Module, abc.ABC):
     stochastic: ClassVar[bool] = False
     uses_attn_dropout: ClassVar[bool] = False
     complexity: ClassVar[str] = "O(N^2 d)"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in vars(cls):  # an external mechanism need not name itself
+            cls.name = cls.__name__
 
     def __init__(
         self, *, num_heads: int, head_dim: int, causal: bool = False, dropout: float = 0.0
@@ -134,14 +173,18 @@ def upcast(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t.to(dtype) for t in tensors)
 
 
-def upcast_and_zero_padding(key_mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """Upcast (dtype policy), and zero padded rows so their junk (even inf/NaN) reaches no
-    product or gradient. masked_fill, not multiplication: 0 * inf would be NaN."""
-    tensors = upcast(*tensors)
+def zero_padding(key_mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Zero padded rows so their junk (even inf/NaN) reaches no product or gradient: a masked
+    key's zero weight times an infinite value is still NaN. masked_fill, not multiplication."""
     if key_mask is None:
         return tensors
     pad = ~key_mask[:, None, :, None]
     return tuple(t.masked_fill(pad, 0.0) for t in tensors)
+
+
+def upcast_and_zero_padding(key_mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Upcast (dtype policy), and zero padded rows (``zero_padding``)."""
+    return zero_padding(key_mask, *upcast(*tensors))
 
 
 def masked_std(x: Tensor, key_mask: Tensor | None, dims: tuple[int, ...]) -> Tensor:

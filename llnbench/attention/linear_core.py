@@ -6,6 +6,10 @@ Given non-negative features phi_q, phi_k (B, H, N, F) and values v (B, H, N, D):
 
 computed without forming the N x N matrix. Callers cast to fp32 (or keep fp64) and disable autocast.
 
+eps is scale-free in the mechanisms (``FeatureMapAttention``): it is relative to each query's largest
+single term phi_q_if phi_k_jf (``row_unit``, or 1 by construction for ``exp_features``), so a row sums
+to 1 within eps whatever the inputs' scale and whatever the stabilising shifts were.
+
 Causal stabilisation. A feature map with an exponential (LLN, Performer) divides its key features by
 exp(shift) to stay finite. Bidirectionally one global shift cancels exactly. Causally a global shift
 would let a future key change earlier outputs through eps, so causal callers pass a per-key
@@ -18,6 +22,7 @@ expressed in the units of query i's own prefix maximum. This is scalar-decay lin
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -35,14 +40,49 @@ MATMUL_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # Rows of the chunk-to-chunk decay matrix processed at once: bounds its memory to
 # _CHUNK_ROWS x (N / chunk) per head, so causal memory stays linear in N.
 _CHUNK_ROWS = 512
+# Causal exp features: the most a query feature may exceed 1 by, as a log. fp32: e^60 times key
+# features <= 1, summed over a chunk's 64 x 64 products, stays ~1e9 below overflow, and terms 1e-7
+# below a row's largest stay above underflow; fp64 likewise with e^600.
+QUERY_HEADROOM = {torch.float32: 60.0, torch.float64: 600.0}
 
 
-def guard_denominator(den: Tensor, eps: float, guard: str) -> Tensor:
+def guard_denominator(den: Tensor, eps: float | Tensor, guard: str) -> Tensor:
+    """``den + eps`` (add) or ``max(den, eps)`` (clamp); a row whose weights are all zero (and
+    whose eps is zero) divides by 1, so its output is 0 rather than 0/0."""
     if guard == "add":
-        return den + eps
-    if guard == "clamp":
-        return den.clamp_min(eps)
-    raise ValueError(f"unknown guard {guard!r}; allowed: {', '.join(GUARDS)}")
+        guarded = den + eps
+    elif guard == "clamp":
+        guarded = torch.maximum(den, torch.as_tensor(eps, dtype=den.dtype, device=den.device))
+    else:
+        raise ValueError(f"unknown guard {guard!r}; allowed: {', '.join(GUARDS)}")
+    return guarded.masked_fill(guarded == 0, 1.0)
+
+
+def row_unit(
+    phi_q: Tensor,
+    phi_k: Tensor,
+    *,
+    causal: bool = False,
+    key_shift: Tensor | None = None,
+) -> Tensor:
+    """(B, H, N, 1): each query's largest single term phi_q_if phi_k_jf over the keys it sees,
+    in the units of its weights (with the causal ``key_shift`` decay); padded keys zeroed first.
+
+    The denominator is a sum of such non-negative terms, so ``unit <= den``. Mechanisms scale eps
+    by it: eps then weighs the same against every row however its features were shifted or
+    scaled, and moves a row sum by at most eps, whatever the inputs (the stabilising max shifts
+    make the absolute weights arbitrary, so an absolute eps would not). A constant for autograd,
+    like the shifts."""
+    phi_q, phi_k = phi_q.detach(), phi_k.detach()
+    if not causal:
+        return (phi_q * phi_k.amax(-2, keepdim=True)).amax(-1, keepdim=True)
+    if key_shift is None:
+        return (phi_q * phi_k.cummax(-2).values).amax(-1, keepdim=True)
+    # key j's features are stored divided by exp(m_j); query i weighs them by exp(m_j - m_i)
+    m = key_shift.unsqueeze(-1)
+    log_k = torch.log(phi_k) + m  # -inf on padded keys
+    seen = (log_k.cummax(-2).values - m).exp()
+    return (phi_q * seen).amax(-1, keepdim=True)
 
 
 def mask_keys(phi_k: Tensor, v: Tensor, key_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -76,7 +116,7 @@ def linear_attention(
     key_mask: Tensor | None = None,
     *,
     causal: bool = False,
-    eps: float = 1e-6,
+    eps: float | Tensor = 1e-6,
     guard: str = "add",
     chunk: int = 64,
     key_shift: Tensor | None = None,
@@ -84,6 +124,7 @@ def linear_attention(
 ) -> Tensor:
     """Normalised linear attention; see the module docstring. Returns (B, H, N, D).
 
+    ``eps``: a number, or (B, H, N, 1) per query (mechanisms pass eps times ``row_unit``).
     ``key_shift`` (causal only): per-key log divisor already applied to phi_k, non-decreasing in N.
     ``matmul_dtype`` (bidirectional, opt-in): feed the two big matmuls in this dtype (bf16 tensor
     cores accumulate in fp32); features, state and normalisation stay in the input dtype.
@@ -180,7 +221,7 @@ def dense_linear_weights(
     return w
 
 
-def dense_linear_matrix(w: Tensor, eps: float, guard: str = "add") -> Tensor:
+def dense_linear_matrix(w: Tensor, eps: float | Tensor, guard: str = "add") -> Tensor:
     """Row-normalise dense weights exactly as ``linear_attention`` normalises them."""
     return w / guard_denominator(w.sum(-1, keepdim=True), eps, guard)
 
@@ -192,23 +233,43 @@ def exp_features(
     causal: bool,
     log_scale: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """exp feature maps with exact max shifts (LLN, Performer): values in (0, exp(log_scale)].
+    """exp feature maps with exact max shifts (LLN, Performer), keys in (0, exp(log_scale)].
 
-    Each query's features are divided by their row maximum (cancels in its own normalisation);
-    keys by one maximum over real keys (bidirectional: scales every weight alike) or by the prefix
-    maximum (causal: returned as ``key_shift`` for the core to rescale). Shifts are detached: with
-    eps = 0 their total gradient is zero. Padded keys get phi = 0, padded queries finite features.
+    Every shift scales a whole row of weights (one query's) or every weight alike, so it cancels
+    in the normalisation; they are chosen so that each query's largest single term is exactly
+    exp(2 log_scale) and no row underflows, however spread its logits are.
+
+    Bidirectional: keys are divided by their per-feature maximum over real keys and the queries
+    multiplied by it (the products are unchanged), then each query is divided by its largest
+    feature. Causal: key j is divided by its prefix maximum m_j (returned as ``key_shift`` for the
+    core to rescale), and query i by its largest term against the keys j <= i it sees, so no later
+    key reaches it; query features stay below exp(QUERY_HEADROOM + log_scale), which leaves every
+    product finite (a row whose query and keys are more than that many nats apart keeps a largest
+    term below 1, the one case where eps weighs more than eps). Shifts are detached: the core scales eps to each row (``row_unit``),
+    so the output does not depend on them and their gradient is zero. Padded keys get phi = 0,
+    padded queries finite features.
     """
     if key_mask is not None:
         pad = ~key_mask[:, None, :, None]
         log_q = log_q.masked_fill(pad, 0.0)
         log_k = log_k.masked_fill(pad, float("-inf"))
+    if causal:
+        shift = prefix_key_shift(log_k.amax(-1).detach(), key_mask)  # (B, H, N), non-decreasing
+        phi_k = torch.exp(log_k - (shift.unsqueeze(-1) - log_scale))
+        # log of each feature's largest key so far, in the units of query i's weights (<= 0)
+        seen = log_k.detach().cummax(-2).values - shift.unsqueeze(-1)
+        best = (log_q.detach() + seen).amax(-1, keepdim=True)  # the row's largest term
+        row_max = log_q.detach().amax(-1, keepdim=True)
+        capped = torch.maximum(best, row_max - QUERY_HEADROOM.get(log_q.dtype, 60.0))
+        q_shift = torch.where(torch.isfinite(best), capped, row_max)  # no key visible yet
+        phi_q = torch.exp(log_q - (q_shift - log_scale))
+        return phi_q, phi_k, shift
+    feature_max = log_k.amax(-2, keepdim=True).detach()  # (B, H, 1, F) over real keys
+    feature_max = torch.where(torch.isfinite(feature_max), feature_max, 0.0)  # no real key
+    phi_k = torch.exp(log_k - (feature_max - log_scale))
+    log_q = log_q + feature_max
     phi_q = torch.exp(log_q - (log_q.amax(-1, keepdim=True).detach() - log_scale))
-    key_max = log_k.amax(-1).detach()  # (B, H, N); -inf on padding
-    # bidirectional: the max over real keys (finite since every sequence has one)
-    shift = prefix_key_shift(key_max, key_mask) if causal else key_max.amax(-1, keepdim=True)
-    phi_k = torch.exp(log_k - (shift.unsqueeze(-1) - log_scale))
-    return phi_q, phi_k, shift if causal else None
+    return phi_q, phi_k, None
 
 
 class FeatureMapAttention(Attention):
@@ -220,6 +281,9 @@ class FeatureMapAttention(Attention):
     linear_in_n = True
     complexity = "O(N d^2)"
     guard: ClassVar[str] = "add"
+    # the feature maps already make each query's largest term 1 (``exp_features``), so eps needs
+    # no per-row unit; others get it from ``row_unit``
+    largest_term_is_one: ClassVar[bool] = False
     eps: float
     chunk: int
     matmul_dtype: str = "fp32"  # a MATMUL_DTYPES key; subclasses that offer the option set it
@@ -234,6 +298,10 @@ class FeatureMapAttention(Attention):
         update, no random redraw), whatever the module's mode.
         """
 
+    def core_function(self) -> Callable[..., Tensor]:
+        """What turns features into outputs: ``linear_attention`` (LLN may use a GPU kernel)."""
+        return linear_attention
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
     ) -> Tensor:
@@ -242,8 +310,9 @@ class FeatureMapAttention(Attention):
         with full_precision(q.device):
             q, k, v = upcast_and_zero_padding(key_mask, q, k, v)
             phi_q, phi_k, shift = self.feature_maps(q, k, key_mask, eval_path=False)
-            out = linear_attention(
-                phi_q, phi_k, v, key_mask, causal=self.causal, eps=self.eps, guard=self.guard,
+            out = self.core_function()(
+                phi_q, phi_k, v, key_mask, causal=self.causal, guard=self.guard,
+                eps=self.eps * self.eps_unit(phi_q, phi_k, key_mask, shift),
                 chunk=self.chunk, key_shift=shift, matmul_dtype=MATMUL_DTYPES[self.matmul_dtype],
             )  # fmt: skip
         return out.to(out_dtype)
@@ -256,4 +325,14 @@ class FeatureMapAttention(Attention):
             q, k = upcast_and_zero_padding(key_mask, q, k)
             phi_q, phi_k, shift = self.feature_maps(q, k, key_mask, eval_path=True)
             w = dense_linear_weights(phi_q, phi_k, key_mask, causal=self.causal, key_shift=shift)
-            return dense_linear_matrix(w, self.eps, self.guard)
+            unit = self.eps_unit(phi_q, phi_k, key_mask, shift)
+            return dense_linear_matrix(w, self.eps * unit, self.guard)
+
+    def eps_unit(
+        self, phi_q: Tensor, phi_k: Tensor, key_mask: Tensor | None, shift: Tensor | None
+    ) -> Tensor | float:
+        """What eps is relative to, per query: its largest single term (see ``row_unit``)."""
+        if self.largest_term_is_one:
+            return 1.0
+        phi_k = mask_keys(phi_k, phi_k, key_mask)[0]
+        return row_unit(phi_q, phi_k, causal=self.causal, key_shift=shift)

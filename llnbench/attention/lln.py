@@ -5,8 +5,9 @@ features). alpha and beta are set each call by moment matching: the log-variance
 entries, modelled as a * (alpha^2 sigma_q^2 + beta^2 sigma_k^2) + b, is made equal to softmax's,
 sigma_q^2 sigma_k^2, with the symmetric split alpha sigma_q = beta sigma_k = st.
 
-Exactness: the per-query max shift and the single key shift cancel in the normalisation; causal mode
-uses a running (prefix) key shift so no later token can reach an earlier output (see linear_core).
+Exactness: the max shifts cancel in the normalisation and make each query's largest term 1, so eps
+moves a row sum by at most eps whatever the logits' scale; causal mode uses a running (prefix) key
+shift so no later token can reach an earlier output (see ``exp_features`` in linear_core).
 In eval mode a causal module uses running estimates of sigma_q, sigma_k (momentum 0.1, as BatchNorm)
 for the same reason; bidirectional modules always use the statistics of the current call.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from llnbench.attention.base import masked_std
+from llnbench.attention.base import core_dtype, full_precision, key_mask_of, masked_std
+from llnbench.attention.kernels import dispatch
 from llnbench.attention.linear_core import MATMUL_DTYPES, FeatureMapAttention, exp_features
 from llnbench.errors import ConfigError, one_of
 
@@ -29,6 +32,11 @@ PAPER_B = -0.35487039130661086
 CONSTANTS = ("auto", "paper", "fit")
 STATS_SCOPES = {"batch": (0, 1, 2, 3), "sequence": (1, 2, 3), "head": (2, 3)}
 _MIN_SIGMA = 1e-6
+
+
+def _mean(x: Tensor) -> Tensor:
+    """A statistic for logging: one value as it is (no kernel launch), else its mean."""
+    return x.reshape(()) if x.numel() == 1 else x.mean()
 
 
 @functools.cache
@@ -84,6 +92,7 @@ def symmetric_temperatures(
 class LLNAttention(FeatureMapAttention):
     name = "lln"
     supports_causal = True
+    largest_term_is_one = True  # exp_features' shifts: eps is relative to each query's top term
 
     def __init__(
         self,
@@ -100,6 +109,7 @@ class LLNAttention(FeatureMapAttention):
         momentum: float = 0.1,
         chunk: int = 64,
         matmul_dtype: str = "fp32",
+        backend: str = "auto",
     ):
         super().__init__(num_heads=num_heads, head_dim=head_dim, causal=causal, dropout=dropout)
         if stats_scope not in STATS_SCOPES:
@@ -115,6 +125,11 @@ class LLNAttention(FeatureMapAttention):
                 f"LLN matmul_dtype={matmul_dtype} applies to bidirectional attention only; "
                 "causal LLN runs its chunked core in fp32"
             )
+        dispatch.check_build(backend, causal=causal, head_dim=head_dim, matmul_dtype=matmul_dtype)
+        self.backend = backend
+        self._missing_package = dispatch.missing_package(causal) if backend == "auto" else None
+        self.last_backend: str | None = None  # what ran the latest forward call
+        self.fallback_reason: str | None = None  # why backend=auto ran torch, if it did
         self.matmul_dtype = matmul_dtype
         self.a, self.b = moment_constants(head_dim, constants)
         self.eps = float(eps)
@@ -137,7 +152,41 @@ class LLNAttention(FeatureMapAttention):
             "moment_matching": self.moment_matching,
             "stats_scope": self.stats_scope,
             "matmul_dtype": self.matmul_dtype,
+            "backend": self.backend,
         }
+
+    # -- backends -----------------------------------------------------------------------------
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        self.last_backend, self.fallback_reason = dispatch.select(
+            self.backend, causal=self.causal, q=q, matmul_dtype=self.matmul_dtype,
+            missing=self._missing_package,
+        )  # fmt: skip
+        if self.last_backend == "triton":
+            from llnbench.attention.kernels import triton_lln
+
+            key_mask = key_mask_of(attention_mask, q)
+            with full_precision(q.device):
+                if self.moment_matching and self.fixed_alpha_beta is None:
+                    # statistics and temperatures in two launches (the kernel's own reduction)
+                    stats = triton_lln.moment_temperatures(
+                        q, k, key_mask, self.stats_scope, self.a, self.b, min_sigma=_MIN_SIGMA
+                    )
+                    self.last_stats = {key: _mean(value) for key, value in stats.items()}
+                    alpha, beta = stats["alpha"], stats["beta"]
+                else:
+                    alpha, beta = self.temperatures(q, k, key_mask)
+                return triton_lln.lln_attention(q, k, v, alpha, beta, key_mask, eps=self.eps)
+        return super().forward(q, k, v, attention_mask)  # torch, or the fla causal core
+
+    def core_function(self) -> Callable[..., Tensor]:
+        if self.last_backend == "fla":
+            from llnbench.attention.kernels import fla_causal
+
+            return fla_causal.linear_attention
+        return super().core_function()
 
     # -- temperatures -------------------------------------------------------------------------
 
@@ -146,12 +195,13 @@ class LLNAttention(FeatureMapAttention):
         self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, update_running: bool = True
     ) -> tuple[Tensor, Tensor]:
         """alpha, beta broadcastable against (B, H, N, d); constants for autograd."""
+        dtype = core_dtype(q)
         if self.fixed_alpha_beta is not None:
-            alpha, beta = (q.new_tensor(x) for x in self.fixed_alpha_beta)
+            alpha, beta = (q.new_tensor(x, dtype=dtype) for x in self.fixed_alpha_beta)
             self.last_stats = {"alpha": alpha, "beta": beta}
             return alpha, beta
         if not self.moment_matching:
-            alpha = beta = q.new_tensor(self.head_dim**-0.25)
+            alpha = beta = q.new_tensor(self.head_dim**-0.25, dtype=dtype)
             self.last_stats = {"alpha": alpha, "beta": beta}
             return alpha, beta
         if self.causal and not self.training:

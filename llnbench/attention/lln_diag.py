@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llnbench.attention.base import Attention, key_mask_of
+from llnbench.attention.base import Attention, key_mask_of, zero_padding
 from llnbench.attention.lln import LLNAttention
 from llnbench.attention.softmax import softmax_matrix
 from llnbench.errors import ConfigError, one_of
@@ -58,6 +58,10 @@ class LLNDiagAttention(Attention):
 
     def options(self) -> dict[str, object]:
         return {"diag_block": self.block, "combine": self.combine, **self.lln.options()}
+
+    @property
+    def last_backend(self) -> str | None:  # the LLN branch's (the Diag branch is SDPA)
+        return self.lln.last_backend
 
     @property
     def last_stats(self) -> dict[str, Tensor]:  # the LLN branch's moment statistics
@@ -147,6 +151,7 @@ def _blocks(
     """SDPA over (B, H * nb, w, d): N divisible by w, heads and blocks merged into one batch axis."""
     b, h, n, d = q.shape
     nb = n // w
+    q, k, v = zero_padding(key_mask, q, k, v)  # inf/NaN junk: 0 weight x inf is NaN
     qb, kb, vb = (t.reshape(b, h * nb, w, d) for t in (q, k, v))
     if key_mask is None:
         out = F.scaled_dot_product_attention(qb, kb, vb, is_causal=causal)

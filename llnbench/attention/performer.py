@@ -7,10 +7,11 @@ orthogonal d x d blocks (QR of a Gaussian, sign-corrected so each block is Haar)
 rescales each row to the norm of a fresh N(0, I_d) draw. The features go through the shared linear
 core with the ``add`` guard.
 
-Max shifts as LLN's (spec §3.3): each query's features are shifted by their row maximum and the keys'
-by one maximum over real keys (bidirectional), both of which cancel exactly; causal mode divides key j
-by the running (prefix) maximum and lets the core rescale (``key_shift``), so no later key can reach
-an earlier output. ``feature_eps`` is added after the shifted exp, as public implementations do.
+Max shifts as LLN's (``exp_features``, spec §3.3): they cancel exactly and make each query's largest
+term 1, so the core's eps weighs the same in every row; causal mode divides key j by the running
+(prefix) maximum and lets the core rescale (``key_shift``), so no later key can reach an earlier
+output. ``feature_eps`` is added after the shifted exp, as public implementations do, relative to
+the largest feature (1).
 
 Redraw (spec §8 #18): training draws a fresh W every forward call (``redraw="step"``), independently per
 head, from torch's default generator; ``"interval:K"`` every K training calls; ``"fixed"`` never. Eval
@@ -139,16 +140,19 @@ class PerformerAttention(FeatureMapAttention):
     def feature_maps(
         self, q: Tensor, k: Tensor, key_mask: Tensor | None, *, eval_path: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Shifted phi_q, phi_k (entries <= m^(-1/2) (1 + feature_eps)), causal key shift."""
+        """Shifted phi_q, phi_k (entries <= 1 + feature_eps), causal key shift. FAVOR+'s
+        m^(-1/2) scales every weight alike, so it cancels with the shifts and is left out."""
         w = self.eval_projection.to(q.dtype) if eval_path else self.projection(q)
-        ratio = self.nb_features**-0.5  # folded into the shifts: one pass per feature tensor
         phi_q, phi_k, shift = exp_features(
-            favor_log_features(q, w), favor_log_features(k, w), key_mask, self.causal,
-            log_scale=math.log(ratio),
-        )  # fmt: skip
+            favor_log_features(q, w), favor_log_features(k, w), key_mask, self.causal
+        )
         if self.feature_eps:
-            phi_q = phi_q + ratio * self.feature_eps
-            phi_k = phi_k + ratio * self.feature_eps
+            phi_q = phi_q + self.feature_eps
+            phi_k = phi_k + self.feature_eps
             if key_mask is not None:  # padded keys keep phi = 0
                 phi_k = phi_k.masked_fill(~key_mask[:, None, :, None], 0.0)
         return phi_q, phi_k, shift
+
+    def eps_unit(self, *_: object) -> float:
+        """Each query's largest term: 1 from ``exp_features``, (1 + feature_eps)^2 after it."""
+        return (1.0 + self.feature_eps) ** 2

@@ -24,10 +24,21 @@ def visible(n: int, key_mask: Tensor | None, causal: bool, batch: int = 1) -> Te
     return allowed
 
 
-def normalise_rows(w: Tensor, eps: float = 0.0) -> Tensor:
-    """w / (row sum + eps); rows with no weight stay 0."""
+def normalise_rows(w: Tensor, eps: float = 0.0, unit: Tensor | float = 1.0) -> Tensor:
+    """w / (row sum + eps * unit); rows with no weight stay 0."""
     total = w.sum(-1, keepdim=True)
-    return torch.where(total > 0, w / (total + eps), torch.zeros_like(w))
+    # an all-zero row divides by 1 (not 0/0, whose NaN gradient torch.where would pass on)
+    return w / torch.where(total > 0, total + eps * unit, torch.ones_like(total))
+
+
+def largest_term(phi_q: Tensor, phi_k: Tensor, allowed: Tensor) -> Tensor:
+    """(B, H, N, 1): max over visible keys j and features f of phi_q_if * phi_k_jf, the unit of
+    a feature-map mechanism's eps (it then weighs the same in every row, whatever the scale).
+    A constant for autograd, as in the mechanisms."""
+    phi_q, phi_k = phi_q.detach().double(), phi_k.detach().double()
+    terms = phi_q[..., :, None, :] * phi_k[..., None, :, :]  # (B, H, N, N, F)
+    terms = terms.masked_fill(~allowed[..., None], 0.0)
+    return terms.amax(dim=(-1, -2)).unsqueeze(-1)
 
 
 def softmax_matrix(
@@ -103,11 +114,10 @@ def lln_matrix(
     causal: bool = False,
     eps: float = 0.0,
 ) -> Tensor:
-    """P_ij = exp(alpha q_i) . exp(beta k_j) / (sum over visible l of the same + eps), unshifted."""
+    """P_ij = exp(alpha q_i) . exp(beta k_j) / (sum over visible l of the same + eps * the row's
+    largest single term), unshifted."""
     q, k = q.double(), k.double()
-    w = torch.exp(alpha * q) @ torch.exp(beta * k).transpose(-1, -2)
-    w = w.masked_fill(~visible(q.shape[2], key_mask, causal, q.shape[0]), 0.0)
-    return normalise_rows(w, eps)
+    return feature_matrix(torch.exp(alpha * q), torch.exp(beta * k), key_mask, causal, eps)
 
 
 def feature_matrix(
@@ -117,10 +127,13 @@ def feature_matrix(
     causal: bool = False,
     eps: float = 0.0,
 ) -> Tensor:
-    """Generic kernelised attention from explicit features: P_ij = phi_q_i . phi_k_j / row sum."""
+    """Generic kernelised attention from explicit features: P_ij = phi_q_i . phi_k_j / (row sum +
+    eps * the row's largest single term phi_q_if phi_k_jf)."""
+    allowed = visible(phi_q.shape[2], key_mask, causal, phi_q.shape[0])
     w = phi_q.double() @ phi_k.double().transpose(-1, -2)
-    w = w.masked_fill(~visible(phi_q.shape[2], key_mask, causal, phi_q.shape[0]), 0.0)
-    return normalise_rows(w, eps)
+    w = w.masked_fill(~allowed, 0.0)
+    unit = largest_term(phi_q, phi_k, allowed) if eps else 1.0
+    return normalise_rows(w, eps, unit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +167,9 @@ def cosformer_matrix(
     eps: float = 1e-6,
     cos_m: str | int = "real",
 ) -> Tensor:
-    """Left product: P_ij ∝ ReLU(q_i).ReLU(k_j) cos(pi (i - j) / 2M), row sums clamped at eps.
+    """Left product: P_ij ∝ ReLU(q_i).ReLU(k_j) cos(pi (i - j) / 2M), row sums clamped at eps
+    times the row's largest single term (which is never above the sum: a row sums to 1 exactly,
+    or is all zero when no feature of its query meets a visible key's).
 
     i, j are positions among real tokens and M = n_b (``real``), positions in the padded sequence
     and M = N (``padded``), or positions among real tokens with a fixed M (an int).
@@ -171,7 +186,7 @@ def cosformer_matrix(
             m = int(mask[i].sum()) if cos_m == "real" else cos_m
         cos[i, 0] = torch.cos(math.pi * (pos[:, None] - pos[None, :]) / (2 * m))
     w = (q @ k.transpose(-1, -2) * cos).masked_fill(~visible(n, key_mask, causal, b), 0.0)
-    return w / w.sum(-1, keepdim=True).clamp_min(eps)
+    return normalise_rows(w)
 
 
 def favor_features(x: Tensor, w: Tensor) -> Tensor:

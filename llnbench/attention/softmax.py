@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llnbench.attention.base import Attention, core_dtype, key_mask_of, visibility
+from llnbench.attention.base import Attention, core_dtype, key_mask_of, visibility, zero_padding
 
 
 class SoftmaxAttention(Attention):
@@ -37,6 +37,7 @@ class SoftmaxAttention(Attention):
             return F.scaled_dot_product_attention(
                 q, k, v, dropout_p=dropout_p, is_causal=self.causal
             )
+        q, k, v = zero_padding(key_mask, q, k, v)  # inf/NaN junk: 0 weight x inf is NaN
         if self.causal:
             mask = visibility(key_mask, q.shape[2], True, q.device)  # (B, 1, N, N)
         else:

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from llnbench.attention import build_attention
-from llnbench.errors import one_of
+from llnbench.compiling import maybe_compile
+from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
 
@@ -22,24 +23,40 @@ SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 BENCH_PAD_ID = 1  # any id works: benchmark inputs contain no padding
 
 
+def check_builds(
+    name: str, options: dict[str, Any], *, heads: int, head_dim: int, causal: bool
+) -> None:
+    """Build ``name`` once with its options: a value it cannot take stops the job before any file
+    is written (inside a cell it would only become an error row)."""
+    try:
+        build_attention(name, num_heads=heads, head_dim=head_dim, causal=causal, **options)
+    except (TypeError, ValueError) as err:
+        raise option_error(name, options, err) from None
+
+
+def option_error(name: str, options: dict[str, Any], err: Exception) -> ConfigError:
+    return ConfigError(f"bad options.{name} {options} for attention {name!r}: {err}")
+
+
 def layer_call(
     name: str, options: dict[str, Any], *, batch: int, heads: int, head_dim: int, n: int,
-    causal: bool, mode: str, device: torch.device, dtype: torch.dtype,
+    causal: bool, mode: str, device: torch.device, dtype: torch.dtype, compile: bool | str = False,
 ) -> Callable[[], None]:  # fmt: skip
     """One forward (no_grad, eval) or forward + backward (train) of one attention core."""
     attn = build_attention(name, num_heads=heads, head_dim=head_dim, causal=causal, **options)
     attn = attn.to(device)
+    run = maybe_compile(attn, compile)
     shape = (batch, heads, n, head_dim)
     grad = mode == "fwdbwd"
     q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in "qkv")
 
     def forward() -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return attn(q, k, v)
+            return run(q, k, v)
 
     if mode == "fwd":
         attn.eval()
-        return _no_grad(forward)
+        return _timed_module(_no_grad(forward), attn)
     attn.train()
     grad_out = torch.randn(shape, device=device, dtype=dtype)
 
@@ -48,29 +65,30 @@ def layer_call(
         q.grad = k.grad = v.grad = None
         attn.zero_grad(set_to_none=True)
 
-    return forward_backward
+    return _timed_module(forward_backward, attn)
 
 
 def model_call(
     model_cfg: ModelConfig, attention: AttentionConfig, *, batch: int, n: int, mode: str,
-    device: torch.device, dtype: torch.dtype,
+    device: torch.device, dtype: torch.dtype, compile: bool | str = False,
 ) -> Callable[[], None]:  # fmt: skip
     """One training step of RobertaForMaskedLM (fwdbwd) or one forward with loss (fwd)."""
     from llnbench.train.loop import TrainerConfig, build_optimizer
 
     cfg = dataclasses.replace(model_cfg, max_len=max(model_cfg.max_len, n))
     model = RobertaForMaskedLM(cfg, attention, BENCH_PAD_ID).to(device)
+    run = maybe_compile(model, compile)
     ids = torch.randint(5, 50257, (batch, n), device=device)
     labels = torch.where(torch.rand(batch, n, device=device) < 0.15, ids, IGNORE_INDEX)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def forward() -> torch.Tensor:
         with autocast:
-            return model(ids, labels)[0]
+            return run(ids, labels)[0]
 
     if mode == "fwd":
         model.eval()
-        return _no_grad(forward)
+        return _timed_module(_no_grad(forward), model)
     model.train()
     optimizer = build_optimizer(model, TrainerConfig())
 
@@ -79,7 +97,21 @@ def model_call(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return train_step
+    return _timed_module(train_step, model)
+
+
+def _timed_module(fn: Callable[[], None], module: torch.nn.Module) -> Callable[[], None]:
+    fn.module = module  # type: ignore[attr-defined]  # what ran: backends_used
+    return fn
+
+
+def backends_used(fn: Callable[[], None]) -> str | None:
+    """The backends the attention cores of a timed call ran on (after a call), '+'-joined."""
+    module = getattr(fn, "module", None)
+    if module is None:
+        return None
+    seen = {getattr(m, "last_backend", None) for m in module.modules()} - {None}
+    return "+".join(sorted(seen)) or None
 
 
 def _no_grad(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:

@@ -15,6 +15,11 @@ def _ok(row: dict[str, Any]) -> bool:
     return row["status"] == "ok" and row.get("ms_median") is not None
 
 
+def series(row: dict[str, Any]) -> str:
+    """The line a row belongs to: its mechanism, or mechanism/backend when several were timed."""
+    return row.get("series") or row["attention"]
+
+
 def baseline_index(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
     """Softmax's row at each (seq_len, mode): the reference for every ratio."""
     return {(r["seq_len"], r["mode"]): r for r in rows if r["attention"] == "softmax" and _ok(r)}
@@ -45,10 +50,8 @@ def growth_per_doubling(points: list[tuple[int, float]]) -> float | None:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per (attention, mode): speed-up and memory ratio vs softmax by N, crossover, growth."""
     base = baseline_index(rows)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["attention"], row["mode"])].append(row)
     summary: dict[str, Any] = {}
+    groups = _groups(rows)
     for (name, mode), group in groups.items():
         group.sort(key=lambda r: r["seq_len"])
         ups = {r["seq_len"]: speedup(r, base.get((r["seq_len"], r["mode"]))) for r in group}
@@ -78,27 +81,46 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _rate(row: dict[str, Any]) -> str:
+    """GB/s for memory-bound rows, TFLOP/s for compute-bound ones; without device peaks, by
+    arithmetic intensity (above 100 FLOP/byte counts as compute-bound, as on every GPU listed)."""
+    tflops, gbps, bound = row.get("tflops"), row.get("gbps"), row.get("bound")
+    if bound is None and tflops is not None and gbps:
+        bound = "compute" if tflops * 1e3 / gbps > 100 else "memory"
+    if gbps is not None and bound != "compute":
+        return f"{gbps:.4g} GB/s"
+    return "—" if tflops is None else f"{tflops:.3g} TFLOP/s"
+
+
 def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
     base = baseline_index(rows)
     title = (
         f"attention scale: {machine.get('gpu') or machine.get('cpu')}, {machine.get('dtype')}, "
         f"torch {machine.get('torch')}"
     )
-    table = Table(title=title, caption="× = softmax (SDPA) time or memory ÷ this mechanism's")
+    peak = machine.get("peak")
+    roof = (f"; % roof = roofline floor ÷ time, peaks: {peak['device']} {peak['bf16_tflops']:g} "
+            f"TFLOP/s bf16, {peak['hbm_gbps']:g} GB/s" if isinstance(peak, dict)
+            else "; device peaks unknown")  # fmt: skip
+    caption = "× = softmax (SDPA) time or memory ÷ this mechanism's" + roof
+    table = Table(title=title, caption=caption)
     for column in ("attention", "N", "mode", "ms", "p20–p80", "× softmax", "MiB", "mem ×",
-                   "status"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("attention", "mode") else "right")
-    for row in sorted(rows, key=lambda r: (r["mode"], r["seq_len"], r["attention"])):
+                   "rate", "% roof", "backend", "status"):  # fmt: skip
+        left = column in ("attention", "mode", "backend")
+        table.add_column(column, justify="left" if left else "right")
+    for row in sorted(rows, key=lambda r: (r["mode"], r["seq_len"], series(r))):
         ref = base.get((row["seq_len"], row["mode"]))
         ok = _ok(row)
         status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
         table.add_row(
-            row["attention"], str(row["seq_len"]), row["mode"],
+            series(row), str(row["seq_len"]), row["mode"],
             _ms(row["ms_median"]) if ok else "—",
             f"{_ms(row['ms_p20'])}–{_ms(row['ms_p80'])}" if ok else "—",
             _fmt(speedup(row, ref), ".2f"),
             _fmt(row.get("peak_mib"), ".0f") if row.get("peak_mib") is not None else "n/m",
-            _fmt(memory_ratio(row, ref), ".2f"), status,
+            _fmt(memory_ratio(row, ref), ".2f"), _rate(row),
+            _fmt(row["peak_fraction"] * 100 if row.get("peak_fraction") else None, ".0f"),
+            row.get("backend") or "—", status,
         )  # fmt: skip
     return table
 
@@ -115,7 +137,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) 
     if memory_measured:
         panels.append(("peak_mib", "peak memory (MiB, inputs excluded)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
-    names = list(dict.fromkeys(r["attention"] for r in rows))
+    names = list(dict.fromkeys(series(r) for r in rows))
     colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     lengths = sorted({r["seq_len"] for r in rows})
     for ax, (key, label) in zip(axes[0], panels):
@@ -158,7 +180,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) 
 def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["attention"], row["mode"])].append(row)
+        groups[(series(row), row["mode"])].append(row)
     return groups
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from llnbench.config import Seed
 from llnbench.data import SOTU_ASSET, asset_path, read_asset
 from llnbench.errors import ConfigError, DataError, one_of
 
@@ -46,7 +47,7 @@ class CorpusConfig:
     validation_file: str | None = None  # local: same forms; None = hold out by document
     validation_years_from: int = 2010  # embedded: addresses from this year on are validation
     validation_fraction: float = 0.05  # local without validation_file: documents held out
-    split_seed: int = 0  # local without validation_file: seed of the document split
+    split_seed: Seed = 0  # local without validation_file: seed of the document split
     sample_by: str = "document"  # local .txt: one file = one document, or blank-line paragraphs
     text_column: str = "text"  # local .json/.jsonl
     max_documents: int | None = None  # cap per split, in corpus order (quick runs)
@@ -350,27 +351,19 @@ def _batches(texts: Sequence[str]) -> Iterator[list[str]]:
 def tokenize_documents(
     texts: Sequence[str], tokenizer: RobertaTokenizer, label: str = ""
 ) -> list[np.ndarray]:
-    """Ids of each document (no specials), batched through the fast tokenizer, with a rich
-    progress bar on a terminal (quiet otherwise)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from llnbench.console import err_console as console
+    """Ids of each document (no specials), batched through the fast tokenizer, with progress on
+    stderr (a bar on a terminal, plain lines in a log)."""
+    from llnbench.console import err_console
+    from llnbench.progress import ProgressBar
 
     out: list[np.ndarray] = []
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task(f"tokenising {label}", total=len(texts))
+    bar = ProgressBar(f"tokenising {label}", len(texts), unit="document", console=err_console,
+                      every=max(1, len(texts) // 10), transient=True)  # fmt: skip
+    with bar:
         for batch in _batches(texts):
             for ids in tokenizer.encode_batch(batch, add_special_tokens=False):
                 out.append(np.asarray(ids, dtype=np.int32))
-            progress.advance(task, len(batch))
+            bar.update(advance=len(batch))
     return out
 
 
@@ -525,6 +518,13 @@ def load_pretraining_blocks(
         raise ConfigError(f"block size must be ≥ 3 (<s> + tokens + </s>), got {block_size}")
     start = time.perf_counter()
     path, desc = cache_path(cfg, tokenizer, block_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission, a read-only filesystem
+        where = "data.cache_dir" if cfg.cache_dir else "the cache ($LLNBENCH_CACHE)"
+        raise ConfigError(
+            f"{where}: cannot create {path.parent} ({err.strerror}); name a writable folder"
+        ) from None
     cached = _load(path)
     from_cache = cached is not None
     if cached is None:

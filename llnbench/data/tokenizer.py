@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
@@ -108,25 +109,38 @@ class RobertaTokenizer:
 def build_embedded_tokenizer() -> Tokenizer:
     """GPT-2's BPE (vendored from openai-whisper) plus RoBERTa's specials at 50257..50261."""
     vocab = json.loads(read_asset(GPT2_VOCAB_ASSET))
-    lines = read_asset(GPT2_MERGES_ASSET).decode("utf-8").split("\n")
-    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    merges = read_asset(GPT2_MERGES_ASSET).decode("utf-8")
+    tok = build_bpe_tokenizer(vocab, merges)
+    bos = tok.token_to_id("<s>")
+    if bos != GPT2_VOCAB_SIZE:
+        raise DataError(f"embedded GPT-2 vocabulary has unexpected size (<s> got id {bos})")
+    return tok
+
+
+def build_bpe_tokenizer(vocab: dict[str, int], merges: str) -> Tokenizer:
+    """RoBERTa's byte-level BPE from a ``vocab.json`` mapping and ``merges.txt`` text; the
+    specials are added (after the vocabulary) unless the vocabulary has them already."""
+    lines = merges.split("\n")
+    pairs = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     # "<mask>" swallows the space before it, as in RoBERTa ("a <mask> b").
     specials = [AddedToken(t, special=True, lstrip=(t == "<mask>")) for t in ROBERTA_SPECIALS]
     tok.add_special_tokens(specials)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-    if bos != GPT2_VOCAB_SIZE:
-        raise DataError(f"embedded GPT-2 vocabulary has unexpected size (<s> got id {bos})")
     tok.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
     return tok
 
 
 def load_tokenizer(name: str = EMBEDDED) -> RobertaTokenizer:
-    """``"embedded"`` (offline, vendored GPT-2 BPE) or a hub id such as ``FacebookAI/roberta-base``."""
+    """``"embedded"`` (offline, vendored GPT-2 BPE), a local folder (a transformers checkpoint's
+    ``tokenizer.json``, or its ``vocab.json`` + ``merges.txt``), or a hub id such as
+    ``FacebookAI/roberta-base``."""
     if name == EMBEDDED:
         return RobertaTokenizer(build_embedded_tokenizer(), EMBEDDED)
+    if Path(name).is_dir():
+        return RobertaTokenizer(tokenizer_from_folder(Path(name)), name)
     try:
         tok = Tokenizer.from_pretrained(name)
     except Exception as exc:  # hub client raises several types (offline, 404, HTTP, OSError)
@@ -137,3 +151,19 @@ def load_tokenizer(name: str = EMBEDDED) -> RobertaTokenizer:
             f"data.tokenizer={EMBEDDED} (the vendored GPT-2 BPE)"
         ) from exc
     return RobertaTokenizer(tok, name)
+
+
+def tokenizer_from_folder(folder: Path) -> Tokenizer:
+    """The tokenizer a transformers checkpoint folder holds."""
+    try:
+        if (folder / "tokenizer.json").is_file():
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            return build_bpe_tokenizer(vocab, (folder / "merges.txt").read_text(encoding="utf-8"))
+    except Exception as exc:  # a corrupt file: tokenizers and json raise several types
+        raise DataError(f"cannot read the tokenizer in {folder}: {exc}") from None
+    raise DataError(
+        f"{folder} holds no tokenizer (tokenizer.json, or vocab.json + merges.txt); the model and "
+        "its tokenizer must come from the same folder"
+    )

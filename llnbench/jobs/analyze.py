@@ -27,7 +27,9 @@ from llnbench.analysis.synthetic import (
     known_options,
     registry_name,
 )
-from llnbench.attention import ATTENTIONS
+from llnbench.attention import ATTENTIONS, attention_class, check_options
+from llnbench.attention.external import is_spec
+from llnbench.config import Seed
 from llnbench.errors import ConfigError, one_of
 from llnbench.schema import WandbConfig
 
@@ -46,7 +48,7 @@ class AnalyzeConfig:
     heads: int = 1
     draws: int = 3
     device: str = "auto"
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
     # checkpoint mode
@@ -61,19 +63,17 @@ class AnalyzeConfig:
             raise ConfigError("attentions is empty; give at least one mechanism")
         allowed = [*ATTENTIONS, EXP_ALIAS]
         for name in self.attentions:
-            if name not in allowed:
+            if is_spec(name):
+                attention_class(name)  # module.path:ClassName: importable, or says why not
+            elif name not in allowed:
                 raise one_of("attention", name, allowed)
         if len(set(self.attentions)) != len(self.attentions):
             raise ConfigError(f"attentions lists a mechanism twice: {self.attentions}")
         for name, opts in self.options.items():
-            if name not in allowed:
+            if not is_spec(name) and name not in allowed:
                 raise one_of("attention in options", name, allowed)
-            known = known_options(registry_name(name))
-            for key in opts:
-                if known is not None and key not in known:
-                    raise ConfigError(
-                        f"unknown option options.{name}.{key}; allowed: {', '.join(known)}"
-                    )
+            if known_options(registry_name(name)) is not None:  # importable: check names, types
+                check_options(registry_name(name), opts, prefix=f"options.{name}")
         if not self.s2 or any(not (math.isfinite(s) and s > 0) for s in self.s2):
             raise ConfigError(f"s2 must be a non-empty list of positive numbers, got {self.s2}")
         if not 2 <= self.seq_len <= MAX_SEQ_LEN:

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from llnbench import files
-from llnbench.config import from_dict
+from llnbench.attention import build_attention
+from llnbench.config import Seed, from_dict
 from llnbench.console import console
 from llnbench.data.glue import SOURCES, GlueDataConfig, TaskSpec, load_task, resolve_tasks
 from llnbench.data.tokenizer import EMBEDDED, load_tokenizer
 from llnbench.devices import dtype_name
 from llnbench.errors import CheckpointError, ConfigError, one_of
 from llnbench.jobs.glue_report import glue_average, suite_table, summarize_task, task_table
+from llnbench.model.hf_checkpoint import check_pad_id, is_hf, load_hf_pretrained
 from llnbench.model.pretrained import Pretrained, load_pretrained
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
 from llnbench.runs import as_plain, new_run_dir, save_config
@@ -76,10 +79,10 @@ class TaskConfig:
 
 @dataclass
 class GlueConfig:
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     task: TaskConfig = field(default_factory=TaskConfig)
-    pretrained: str | None = None  # a pretraining run directory or checkpoint file
+    pretrained: str | None = None  # a pretraining run dir or checkpoint file, or hf:PATH_OR_ID
     attention: AttentionConfig | None = None  # from the checkpoint; set only to train from scratch
     model: dict[str, Any] = field(default_factory=dict)  # non-null keys: checked / from scratch
     tokenizer: str | None = None  # from the checkpoint; from scratch: embedded
@@ -157,6 +160,8 @@ class Init:
     def describe(self) -> dict[str, Any]:
         if self.pretrained is None:
             return {"pretrained": None, "note": "from scratch (smoke run, no pretraining)"}
+        if self.pretrained.is_hf:
+            return {"pretrained": self.pretrained.source, "path": str(self.pretrained.path)}
         return {"pretrained": str(self.pretrained.path), "step": self.pretrained.step}
 
 
@@ -173,7 +178,10 @@ def resolve_init(cfg: GlueConfig) -> Init:
             )
         model = from_dict(ModelConfig, overrides, "model")
         return Init(model, cfg.attention, cfg.tokenizer or EMBEDDED, None)
-    pre = load_pretrained(cfg.pretrained)
+    if is_hf(cfg.pretrained):  # a transformers checkpoint: any attention may be swapped in
+        pre = load_hf_pretrained(cfg.pretrained, cfg.attention)
+    else:
+        pre = load_pretrained(cfg.pretrained)
     wanted_model = from_dict(ModelConfig, {**dataclasses.asdict(pre.model), **overrides}, "model")
     wanted = {
         **shape_signature(wanted_model, cfg.attention or pre.attention),
@@ -262,6 +270,8 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
             f"model.vocab_size={init.model.vocab_size} is smaller than tokenizer "
             f"{init.tokenizer!r}'s {tokenizer.vocab_size} entries"
         )
+    if init.pretrained is not None and init.pretrained.is_hf:
+        check_pad_id(init.pretrained, tokenizer.pad_id)
     raw = {s.name: load_data(s, cfg.data_for(s)) for s in specs}  # bad data stops us here
     label = f"{cfg.task.name}-{init.attention.name}"
     run_dir = Path(distributed.broadcast(
@@ -296,7 +306,9 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
             folder = folders[spec.name][seed]
             done = read_result(folder)
             if done is not None and dist.is_main:
-                console.print(f"{spec.name} seed {seed}: finished earlier, reusing {folder}")
+                console.print(
+                    f"{spec.name} seed {seed}: finished earlier, reusing {folder}", markup=False
+                )
             per_seed[seed] = done or run_seed(ft, seed, folder, tracker)  # type: ignore[assignment]
         if dist.is_main:
             summary = summarize_task(spec, data, trainer_cfg, per_seed)
@@ -325,7 +337,7 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
         for t, summary in summaries.items() for s, r in summary["seeds"].items()
     ])  # fmt: skip
     tracker.finish(results)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -343,19 +355,27 @@ def publish_submission(summary: dict[str, Any], folders: dict[int, Path], run_di
 
 
 def describe_run(cfg, init: Init, specs, seeds, device, run_dir: Path) -> None:
+    # one core on the CPU first: what a mechanism computes once at build (LLN's fitted moment
+    # constants for a head dim other than 64, cached) cannot be computed on the meta device
+    build_attention(init.attention.name, num_heads=init.model.heads,
+                    head_dim=init.model.head_dim, **init.attention.options)  # fmt: skip
     with torch.device("meta"):  # parameter count only: no memory, no init time
         model = build_model(specs[0], init.model, init.attention, 1)
-    source = (
-        "from scratch (a smoke run: no pretraining)"
-        if init.pretrained is None
-        else f"from {init.pretrained.path} (pretraining step {init.pretrained.step:,})"
-    )
+    if init.pretrained is None:
+        source = "from scratch (a smoke run: no pretraining)"
+    elif init.pretrained.is_hf:
+        source = f"from the transformers checkpoint {init.pretrained.path}"
+    else:
+        source = f"from {init.pretrained.path} (pretraining step {init.pretrained.step:,})"
     console.print(
-        f"[bold]llnbench glue[/bold] task={cfg.task.name} ({', '.join(s.name for s in specs)}) "
-        f"attention={init.attention.name} model={init.model.name} "
-        f"({human_count(count_parameters(model))} parameters) {source}\n"
-        f"seeds {seeds}; max_length {cfg.max_length}; device {device}, precision "
-        f"{dtype_name(resolve_precision(cfg.trainer.precision, device))}; run directory: {run_dir}"
+        "[bold]llnbench glue[/bold] "
+        + escape(
+            f"task={cfg.task.name} ({', '.join(s.name for s in specs)}) "
+            f"attention={init.attention.name} model={init.model.name} "
+            f"({human_count(count_parameters(model))} parameters) {source}\n"
+            f"seeds {seeds}; max_length {cfg.max_length}; device {device}, precision "
+            f"{dtype_name(resolve_precision(cfg.trainer.precision, device))}; run directory: {run_dir}"
+        )
     )
 
 

@@ -11,6 +11,7 @@ loss of a model that ignores context. A model below it has learned from context.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
+from llnbench.config import Seed
 from llnbench.console import console
 from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
 from llnbench.data.masking import MLMMasker
 from llnbench.data.tokenizer import load_tokenizer
 from llnbench.devices import dtype_name
 from llnbench.errors import ConfigError
+from llnbench.model.hf_checkpoint import check_pad_id, is_hf, load_hf_pretrained
+from llnbench.model.pretrained import Pretrained
 from llnbench.model.roberta import (
     IGNORE_INDEX,
     ModelConfig,
@@ -43,7 +48,7 @@ from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig, reso
 
 @dataclass
 class PretrainConfig:
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -54,16 +59,25 @@ class PretrainConfig:
     block_size: int | None = None  # tokens per block incl. <s> and </s>; default model.max_len
     eval_blocks: int | None = 512  # validation blocks per evaluation (null = all)
     analysis_every: int = 0  # steps between concentration instruments (analysis/*); 0 = off
+    pretrained: str | None = None  # hf:PATH_OR_ID: continue from a transformers checkpoint
 
     def validate(self) -> None:
+        if self.pretrained is not None and not is_hf(self.pretrained):
+            raise ConfigError(
+                f"pretrained={self.pretrained!r}: pretraining starts from a transformers "
+                "checkpoint, pretrained=hf:PATH_OR_ID; to continue an llnbench run, rerun it with "
+                "its run_dir"
+            )
         block = self.block_size or self.model.max_len
-        if block > self.model.max_len:
+        if block > self.model.max_len and self.pretrained is None:  # else: checked once loaded
             raise ConfigError(
                 f"block_size={block} exceeds model.max_len={self.model.max_len} (the learned "
                 "position table); raise model.max_len or lower block_size"
             )
         if block < 8:
             raise ConfigError(f"block_size must be at least 8, got {block}")
+        if self.eval_blocks is not None and self.eval_blocks < 1:
+            raise ConfigError(f"eval_blocks must be positive or null (all), got {self.eval_blocks}")
         if self.analysis_every < 0:
             raise ConfigError(f"analysis_every must be >= 0 (0 = off), got {self.analysis_every}")
         if not 0.0 < self.mlm_probability < 1.0:
@@ -84,6 +98,13 @@ def run(cfg: PretrainConfig) -> Path:
 
 def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     torch.manual_seed(cfg.seed)
+    hf = None
+    if cfg.pretrained is not None:  # shape and tokenizer come from the checkpoint
+        hf = load_hf_pretrained(cfg.pretrained, cfg.attention)
+        model_cfg = dataclasses.replace(hf.model, causal=cfg.model.causal)
+        data_cfg = dataclasses.replace(cfg.data, tokenizer=hf.tokenizer)
+        cfg = dataclasses.replace(cfg, model=model_cfg, data=data_cfg)
+        cfg.validate()
     label = f"{cfg.attention.name}-{cfg.model.name}"
     run_dir = Path(distributed.broadcast(
         str(new_run_dir("pretrain", label, cfg.run_dir)) if dist.is_main else None, dist
@@ -101,6 +122,8 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
         data = load_pretraining_blocks(cfg.data, tokenizer, cfg.blocks)
 
     model = RobertaForMaskedLM(cfg.model, cfg.attention, tokenizer.pad_id)
+    if hf is not None:
+        load_hf_weights(model, hf, tokenizer.pad_id)
     masker = MLMMasker(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
     validation = masked_validation(data, tokenizer, cfg)
     unigram = unigram_loss(data, validation)
@@ -162,12 +185,21 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
     }
     tracker.finish(results)
     console.print(final_table(label, results))
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
 def signature(cfg: PretrainConfig, tokenizer_name: str) -> dict[str, Any]:
-    return {**shape_signature(cfg.model, cfg.attention), "tokenizer": tokenizer_name}
+    init = {"pretrained": cfg.pretrained} if cfg.pretrained else {}  # older runs: no key
+    return {**shape_signature(cfg.model, cfg.attention), "tokenizer": tokenizer_name, **init}
+
+
+def load_hf_weights(model: RobertaForMaskedLM, hf: Pretrained, pad_id: int) -> None:
+    """The checkpoint's encoder (and MLM head, when it has one) into ``model``."""
+    check_pad_id(hf, pad_id)
+    model.encoder.load_weights(hf.encoder_state, f"pretrained={hf.source}")
+    if hf.head_state is not None:
+        model.load_state_dict({**model.state_dict(), **hf.head_state})
 
 
 def masked_validation(data: PretrainingData, tokenizer, cfg: PretrainConfig):
@@ -213,21 +245,24 @@ def evaluate_mlm(
 def describe_run(cfg, data, model, device, dist, unigram: float, run_dir: Path) -> None:
     global_batch = cfg.trainer.batch_size * cfg.trainer.grad_accum * dist.world
     console.print(
-        f"[bold]llnbench pretrain[/bold] attention={cfg.attention.name} model={cfg.model.name} "
-        f"({human_count(count_parameters(model))} parameters) on {device}, "
-        f"precision {dtype_name(resolve_precision(cfg.trainer.precision, device))}\n"
-        f"data {cfg.data.source}: {len(data.train):,} train / {len(data.validation):,} validation "
-        f"blocks of {cfg.blocks} tokens; global batch {global_batch} = {cfg.trainer.batch_size} "
-        f"x {cfg.trainer.grad_accum} accumulation x {dist.world} devices; "
-        f"{cfg.trainer.max_steps:,} steps\n"
-        f"unigram baseline (validation masked tokens): {unigram:.3f} nats\n"
-        f"run directory: {run_dir}"
+        "[bold]llnbench pretrain[/bold] "
+        + escape(
+            f"attention={cfg.attention.name} model={cfg.model.name} "
+            f"({human_count(count_parameters(model))} parameters) on {device}, "
+            f"precision {dtype_name(resolve_precision(cfg.trainer.precision, device))}\n"
+            f"data {cfg.data.source}: {len(data.train):,} train / {len(data.validation):,} validation "
+            f"blocks of {cfg.blocks} tokens; global batch {global_batch} = {cfg.trainer.batch_size} "
+            f"x {cfg.trainer.grad_accum} accumulation x {dist.world} devices; "
+            f"{cfg.trainer.max_steps:,} steps\n"
+            f"unigram baseline (validation masked tokens): {unigram:.3f} nats\n"
+            f"run directory: {run_dir}"
+        )
     )
 
 
 def final_table(label: str, results: dict[str, Any]) -> Table:
     final = results["final"]
-    table = Table(title=f"pretrain {label}")
+    table = Table(title=escape(f"pretrain {label}"))
     for column in ("steps", "tokens", "time (s)", "val loss", "val ppl", "masked acc",
                    "unigram loss"):  # fmt: skip
         table.add_column(column, justify="right")

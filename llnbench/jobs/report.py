@@ -13,6 +13,8 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from llnbench import files
 from llnbench.console import console
 from llnbench.errors import ConfigError
@@ -39,10 +41,15 @@ class ReportConfig:
 
 
 def run(cfg: ReportConfig) -> Path:
-    found = find_runs(cfg.inputs, exclude=Path(cfg.run_dir) if cfg.run_dir else None)
+    problems: list[str] = []  # unreadable files, named in the report instead of stopping it
+    found = find_runs(cfg.inputs, exclude=Path(cfg.run_dir) if cfg.run_dir else None,
+                      problems=problems)  # fmt: skip
     counts = {job: len(runs) for job, runs in found.items()}
     if not any(counts.values()):
-        raise ConfigError(f"no llnbench run directories found under {', '.join(cfg.inputs)}")
+        unreadable = f" ({len(problems)} unreadable: {problems[0]})" if problems else ""
+        raise ConfigError(
+            f"no llnbench run directories found under {', '.join(cfg.inputs)}{unreadable}"
+        )
     run_dir = new_run_dir("report", "report", cfg.run_dir)
     save_config(run_dir, cfg)
     sections = [
@@ -52,7 +59,8 @@ def run(cfg: ReportConfig) -> Path:
         analyze_section(found["analyze"], run_dir),
         lra_section(found["lra"], run_dir),
     ]
-    missing = [note for _, _, notes in sections for note in notes]
+    run_notes = [note for runs in found.values() for run in runs for note in run.notes]
+    missing = problems + run_notes + [note for _, _, notes in sections for note in notes]
     for name, (_, rows, _) in zip(("scale", "pretrain", "glue", "analyze", "lra"), sections):
         if rows:
             files.write_csv(run_dir / f"report_{name}.csv", rows)
@@ -70,6 +78,7 @@ def run(cfg: ReportConfig) -> Path:
     files.write_text(run_dir / "report.md", f"{header}\n{body}\n{gaps}\n")
     console.print(f"report: {counts}; missing: {len(missing)}")
     for note in missing:
-        console.print(f"  [yellow]missing[/yellow] {note}")
-    console.print(f"run directory: [bold]{run_dir}[/bold] (report.md)")
+        kind = "skipped" if note.startswith("skipped ") or note in run_notes else "missing"
+        console.print(f"  [yellow]{kind}[/yellow] {escape(note.removeprefix('skipped '))}")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold] (report.md)")
     return run_dir

@@ -19,18 +19,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
 
 from llnbench import files
-from llnbench.attention import ATTENTIONS, attention_options
-from llnbench.bench.cells import layer_call, model_call, sdpa_backend, sdpa_backend_name
+from llnbench.attention import ATTENTIONS, attention_class, attention_options, check_options
+from llnbench.attention.external import is_spec
+from llnbench.attention.kernels.dispatch import BACKENDS, BackendUnavailable
+from llnbench.bench import roofline
+from llnbench.bench.cells import (
+    backends_used,
+    check_builds,
+    layer_call,
+    model_call,
+    sdpa_backend,
+    sdpa_backend_name,
+)
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
 from llnbench.bench.timing import free_host_memory_bytes, peak_memory_mib, time_call
+from llnbench.compiling import CompileBackend, compile_backend
+from llnbench.config import Seed
 from llnbench.console import console
 from llnbench.devices import dtype_name, resolve_device, resolve_dtype
 from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import ModelConfig
+from llnbench.progress import ProgressBar
 from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
@@ -42,6 +55,9 @@ DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "lara"]
 class ScaleConfig:
     attentions: list[str] = field(default_factory=lambda: list(DEFAULT_ATTENTIONS))
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-mechanism options
+    # LLN backends to time, one series each ("lln/triton"), for mechanisms with that option
+    backends: list[str] = field(default_factory=list)
+    compile: bool | CompileBackend = False  # torch.compile each timed layer / model
     min_len: int = 1024
     max_len: int = 16384
     mode: Literal["fwd", "fwdbwd", "both"] = "both"
@@ -58,7 +74,7 @@ class ScaleConfig:
     max_repeats: int = 30
     budget_s: float = 120.0  # a cell slower than this skips the mechanism's longer lengths
     memory_fraction: float = 0.5  # CPU: skip cells whose estimate exceeds this share of free RAM
-    seed: int = 0
+    seed: Seed = 0
     run_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)  # --scope model: the preset timed
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -66,28 +82,47 @@ class ScaleConfig:
     def validate(self) -> None:
         if self.attentions in (["all"], ("all",)):
             self.attentions = list(ATTENTIONS)
+        if not self.attentions:
+            raise ConfigError("attentions is empty; give at least one mechanism (or all)")
         for name in self.attentions:
-            if name not in ATTENTIONS:
+            if is_spec(name):
+                attention_class(name)  # module.path:ClassName: importable, or says why not
+            elif name not in ATTENTIONS:
                 raise one_of("attention", name, ["all", *ATTENTIONS])
         for name, opts in self.options.items():
-            allowed = attention_options(name) if name in ATTENTIONS else {}
-            for key in opts:
-                if key not in allowed:
-                    raise ConfigError(
-                        f"unknown option options.{name}.{key}; allowed: {', '.join(allowed)}"
-                    )
+            if not is_spec(name) and name not in ATTENTIONS:
+                raise one_of("attention in options", name, list(ATTENTIONS))
+            check_options(name, opts, prefix=f"options.{name}")  # names and types
+        for backend in self.backends:
+            if backend not in BACKENDS:
+                raise one_of("backend", backend, BACKENDS)
+        compile_backend(self.compile)
         if not 1 <= self.min_len <= self.max_len:
             raise ConfigError(
                 f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
             )
+        model = self.scope == "model"
+        # a value a mechanism cannot take stops here, before any file exists (options of a
+        # mechanism not in this run included: they are a mistake either way)
+        for name in dict.fromkeys([*self.attentions, *self.options]):
+            check_builds(
+                name, self.options.get(name, {}),
+                heads=self.model.heads if model else max(1, self.heads),
+                head_dim=self.model.head_dim if model else max(1, self.head_dim),
+                causal=self.causal and attention_class(name).supports_causal,
+            )  # fmt: skip
         if self.causal and len(self.attentions) == 1:
             cls = ATTENTIONS[self.attentions[0]]
             if not cls.supports_causal:
                 raise ConfigError(f"attention {cls.name!r} has no causal form; drop --causal")
-        for name, value in [("batch_size", self.batch_size), ("heads", self.heads),
-                            ("head_dim", self.head_dim)]:  # fmt: skip
-            if value < 1:
-                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in ("batch_size", "heads", "head_dim", "max_repeats", "budget_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup", "min_time_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.memory_fraction <= 1.0:
+            raise ConfigError(f"memory_fraction must be in (0, 1], got {self.memory_fraction}")
 
     def lengths(self) -> list[int]:
         out, n = [], self.min_len
@@ -99,6 +134,17 @@ class ScaleConfig:
     def modes(self) -> list[str]:
         return ["fwd", "fwdbwd"] if self.mode == "both" else [self.mode]
 
+    def series(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(label, mechanism, options) per timed line: one per backend where that applies."""
+        out = []
+        for name in self.attentions:
+            options = self.options.get(name, {})
+            if self.backends and "backend" in attention_options(name):
+                out += [(f"{name}/{b}", name, {**options, "backend": b}) for b in self.backends]
+            else:
+                out.append((name, name, options))
+        return out
+
 
 def run(cfg: ScaleConfig) -> Path:
     device = resolve_device(cfg.device)
@@ -107,20 +153,25 @@ def run(cfg: ScaleConfig) -> Path:
     save_config(run_dir, cfg)
     backend = sdpa_backend_name(cfg.sdpa_backend, device)
     machine = machine_info(device, dtype_name(dtype), sdpa_backend=backend, scope=cfg.scope)
+    machine["peak"] = roofline.device_peak(machine.get("gpu")) or "unknown"
     tracker = Tracker(
         run_dir, job="scale", name=f"scale-{device.type}-{dtype_name(dtype)}",
         config=as_plain(cfg), wandb_cfg=cfg.wandb,
     )  # fmt: skip
     console.print(
-        f"[bold]llnbench scale[/bold] {device} {dtype_name(dtype)}, {shape_text(cfg)}, "
-        f"N={cfg.min_len}..{cfg.max_len}, "
-        f"{'causal' if cfg.causal else 'bidirectional'}, SDPA backend {backend}, "
-        f"{torch.get_num_threads()} threads"
+        "[bold]llnbench scale[/bold] "
+        + escape(
+            f"{device} {dtype_name(dtype)}, {shape_text(cfg)}, "
+            f"N={cfg.min_len}..{cfg.max_len}, "
+            f"{'causal' if cfg.causal else 'bidirectional'}, SDPA backend {backend}, "
+            f"{torch.get_num_threads()} threads"
+        )
     )
     if device.type == "cpu":
         console.print("[dim]peak memory is not measured on CPU (no peak counter in PyTorch)[/dim]")
 
-    rows = sweep(cfg, device, dtype, backend, tracker)
+    peak = machine["peak"] if isinstance(machine["peak"], dict) else None
+    rows = sweep(cfg, device, dtype, backend, tracker, peak)
 
     result = {"machine": machine, "config": as_plain(cfg), "rows": rows}
     files.write_json(run_dir / "scale.json", result)
@@ -131,40 +182,40 @@ def run(cfg: ScaleConfig) -> Path:
     tracker.table("scale", rows)
     tracker.image("scale_plot", run_dir / "scale.png")
     tracker.finish({"machine": machine, "summary": summary})
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
-def sweep(cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker) -> list[dict[str, Any]]:
-    """Measure every (mechanism, length, mode) cell in order, skipping what cannot fit."""
+def sweep(
+    cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker, peak: dict | None = None
+) -> list[dict[str, Any]]:
+    """Measure every (series, length, mode) cell in order, skipping what cannot fit."""
     lengths, modes = cfg.lengths(), cfg.modes()
     rows: list[dict[str, Any]] = []
-    total = len(cfg.attentions) * len(lengths) * len(modes)
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("elapsed"), TimeRemainingColumn(elapsed_when_finished=True),
-        console=console, transient=False,
-    )  # fmt: skip
+    series = cfg.series()
+    total = len(series) * len(lengths) * len(modes)
+    progress = ProgressBar("scale", total, unit="cell")  # a plain line per cell in a log
     with progress:
-        task = progress.add_task("scale", total=total)
-        for name in cfg.attentions:
+        for label, name, options in series:
+            cell_cfg = dataclasses.replace(cfg, options={**cfg.options, name: options})
             stopped: dict[str, str] = {}  # mode -> reason the longer lengths are skipped
             for n in lengths:
                 for mode in modes:
-                    progress.update(task, description=f"{name:<10} N={n:<6} {mode:<6}")
-                    row = base_row(cfg, name, n, mode, dtype)
+                    progress.update(description=f"{label:<12} N={n:<6} {mode:<6}")
+                    row = {**base_row(cell_cfg, name, n, mode, dtype), "series": label}
                     reason = stopped.get(mode) or cannot_run(cfg, name, n, mode, device)
                     if reason:
                         row.update(status="skipped", reason=reason)
                     else:
-                        row.update(measure_cell(cfg, name, n, mode, device, dtype, backend))
+                        row.update(measure_cell(cell_cfg, name, n, mode, device, dtype, backend))
+                        row.update(roofline.rates(row, peak, cfg.model))
                         if row["status"] == "oom":
                             stopped[mode] = f"oom at N={n}"
                         elif row.get("wall_s", 0) > cfg.budget_s:
                             stopped[mode] = f"over the {cfg.budget_s:g} s budget at N={n}"
                     rows.append(row)
                     tracker.log({k: v for k, v in row.items() if k != "options"})
-                    progress.advance(task)
+                    progress.update(advance=1)
     return rows
 
 
@@ -178,6 +229,7 @@ def base_row(cfg: ScaleConfig, name: str, n: int, mode: str, dtype: torch.dtype)
         "head_dim": cfg.model.head_dim if model else cfg.head_dim,
         "dtype": dtype_name(dtype), "scope": cfg.scope,
         "model": cfg.model.name if model else None, "options": cfg.options.get(name, {}),
+        "compile": compile_backend(cfg.compile), "backend": None,
     }  # fmt: skip
 
 
@@ -229,6 +281,7 @@ def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
             )  # fmt: skip
             memory = peak_memory_mib(fn, device)
         return {
+            "backend": backends_used(fn),
             "ms_median": timing.ms_median, "ms_p20": timing.ms_p20, "ms_p80": timing.ms_p80,
             "peak_mib": memory and memory[0], "total_mib": memory and memory[1],
             "repeats": timing.repeats, "status": "ok",
@@ -236,7 +289,9 @@ def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
         }  # fmt: skip
     except torch.OutOfMemoryError:
         return {"status": "oom", "reason": "out of memory"}
-    except (RuntimeError, ValueError) as err:
+    except BackendUnavailable as err:  # an explicit backend this device cannot run
+        return {"status": "skipped", "reason": str(err)}
+    except Exception as err:  # any other failure (a kernel that does not compile): a row
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return {"status": "error", "reason": message[:300]}
     finally:
@@ -254,9 +309,10 @@ def make_call(cfg: ScaleConfig, name, n, mode, device, dtype) -> Callable[[], No
         model_cfg = dataclasses.replace(cfg.model, causal=cfg.causal)
         attention = AttentionConfig(name, options)
         return model_call(
-            model_cfg, attention, batch=cfg.batch_size, n=n, mode=mode, device=device, dtype=dtype
-        )
+            model_cfg, attention, batch=cfg.batch_size, n=n, mode=mode, device=device, dtype=dtype,
+            compile=cfg.compile,
+        )  # fmt: skip
     return layer_call(
         name, options, batch=cfg.batch_size, heads=cfg.heads, head_dim=cfg.head_dim, n=n,
-        causal=cfg.causal, mode=mode, device=device, dtype=dtype,
+        causal=cfg.causal, mode=mode, device=device, dtype=dtype, compile=cfg.compile,
     )  # fmt: skip

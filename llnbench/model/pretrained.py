@@ -1,4 +1,7 @@
-"""Load what a pretraining run left behind: its encoder weights and the config that shaped them."""
+"""Load what a pretraining run left behind: its encoder weights and the config that shaped them.
+
+(``llnbench.model.hf_checkpoint`` reads a transformers checkpoint into the same ``Pretrained``.)
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,12 @@ class Pretrained:
     encoder_state: dict[str, torch.Tensor]
     step: int
     config: dict[str, Any]
+    source: str = "llnbench"  # or the hf:PATH_OR_ID it was read from
+    head_state: dict[str, torch.Tensor] | None = None  # the MLM head, where one was saved
+
+    @property
+    def is_hf(self) -> bool:
+        return self.source != "llnbench"
 
 
 def load_pretrained(path: str | Path) -> Pretrained:
@@ -48,5 +57,8 @@ def load_pretrained(path: str | Path) -> Pretrained:
     }
     if not encoder:
         raise CheckpointError(f"{file} holds no encoder weights")
+    head = {k: v for k, v in state["model"].items() if k.startswith("lm_")} or None
     tokenizer = (config.get("data") or {}).get("tokenizer", "embedded")
-    return Pretrained(file, model, attention, tokenizer, encoder, int(state["step"]), config)
+    return Pretrained(
+        file, model, attention, tokenizer, encoder, int(state["step"]), config, head_state=head
+    )

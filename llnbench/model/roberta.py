@@ -17,13 +17,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llnbench.attention import build_attention
-from llnbench.errors import ConfigError
+from llnbench.errors import CheckpointError, ConfigError
 from llnbench.schema import AttentionConfig
 
 IGNORE_INDEX = -100
 # RoBERTa's learned positions start at padding_idx + 1 = 2, so the table has max_len + 2 rows.
 POSITION_PAD = 1
 POSITION_OFFSET = 2
+# state-dict keys of the attention cores' own parameters and buffers contain this
+CORE = ".attention.core."
 
 
 @dataclass
@@ -53,6 +55,8 @@ class ModelConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.layer_norm_eps <= 0:
+            raise ConfigError(f"model.layer_norm_eps must be positive, got {self.layer_norm_eps}")
 
     @property
     def head_dim(self) -> int:
@@ -154,6 +158,33 @@ class Encoder(nn.Module):
     def attention_cores(self) -> list[nn.Module]:
         return [layer.attention.core for layer in self.layers]
 
+    def load_weights(self, state: dict[str, Tensor], where: str) -> None:
+        """Load encoder weights. A state without any attention-core entry (a transformers
+        checkpoint, or any softmax model) leaves this model's cores (LARA's landmark MLPs, the
+        Nystrom conv, ...) at their initialisation: the attention is being swapped in."""
+        missing, unexpected = self._load(state, where)
+        if not any(CORE in key for key in state):
+            missing = [key for key in missing if CORE not in key]
+        if missing or unexpected:
+            shown = "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing[:3])}" if missing else "",
+                    f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+                )
+                if part
+            )
+            raise CheckpointError(f"{where} does not fit the model: {shown}")
+
+    def _load(self, state: dict[str, Tensor], where: str) -> tuple[list[str], list[str]]:
+        try:
+            result = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            first = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch
+            raise CheckpointError(f"{where} does not fit the model: {first}") from None
+        return list(result.missing_keys), list(result.unexpected_keys)
+
 
 def init_weights(module: nn.Module) -> None:
     """RoBERTa/BERT init: normal(0, 0.02) weights, zero biases, LN (1, 0), zero padding rows."""
@@ -188,10 +219,18 @@ class RobertaForMaskedLM(nn.Module):
         hidden = self.encoder(input_ids, attention_mask)
         masked = labels != IGNORE_INDEX
         # project only the masked positions: the 50k-way head over every token dominates a step
-        h = self.lm_norm(F.gelu(self.lm_dense(hidden[masked])))
-        logits = F.linear(h, self.encoder.embeddings.words.weight, self.lm_bias)
+        logits = self.project(hidden[masked])
         targets = labels[masked]
         return F.cross_entropy(logits.float(), targets), logits, targets
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """The MLM head: vocabulary logits of hidden states (..., hidden) -> (..., vocab)."""
+        h = self.lm_norm(F.gelu(self.lm_dense(hidden)))
+        return F.linear(h, self.encoder.embeddings.words.weight, self.lm_bias)
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, N, vocab) logits at every position (``transformers``' MLM output)."""
+        return self.project(self.encoder(input_ids, attention_mask))
 
 
 class RobertaForSequenceClassification(nn.Module):

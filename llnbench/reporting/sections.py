@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llnbench.bench.scale_report import baseline_index, memory_ratio, speedup
+from llnbench.bench.scale_report import baseline_index, memory_ratio, series, speedup
+from llnbench.errors import DataError
 from llnbench.reporting import published
 from llnbench.reporting.discover import Run
 
@@ -53,49 +54,66 @@ def scale_section(runs: list[Run], out_dir: Path) -> Section:
     if not runs:
         return "", [], ["no `llnbench scale` runs (time and memory vs length)"]
     parts, csv_rows = ["## Time and memory vs sequence length (Table 2 shape)\n"], []
-    scopes = set()
+    scopes: set[str] = set()
+    skipped = []
     for i, run in enumerate(runs):
-        data = run.json("scale.json")
-        rows, machine = data["rows"], data["machine"]
-        scope = data["config"].get("scope", "layer")
+        try:
+            text, rows, scope = _scale_run(run, i, out_dir)
+        except DataError as err:  # a torn or damaged scale.json: name it, keep the others
+            skipped.append(f"skipped {err}")
+            continue
+        except (KeyError, IndexError, TypeError) as err:
+            skipped.append(f"skipped {run.path / 'scale.json'}: unexpected content ({err!r})")
+            continue
+        parts.append(text)
+        csv_rows += rows
         scopes.add(scope)
-        memory = any(r.get("peak_mib") is not None for r in rows)
-        model = data["config"].get("model") or {}
-        shape = (
-            f"model {model.get('name')} ({model.get('layers')} layers × {model.get('hidden')}, "
-            f"{rows[0]['heads']} heads), one training step (fwd+bwd+AdamW)"
-            if scope == "model"
-            else f"H={rows[0]['heads']}, d={rows[0]['head_dim']}"
-        )
-        parts.append(f"### {run.path.name}: {scope} scope\n\n{machine_line(machine)}; "
-                     f"B={rows[0]['batch']}, {shape}"
-                     f"{', causal' if rows[0]['causal'] else ''}"
-                     f"{'' if memory else '; peak memory not measured on CPU'}.\n")  # fmt: skip
-        base = baseline_index(rows)
-        for mode in sorted({r["mode"] for r in rows}):
-            names = list(dict.fromkeys(r["attention"] for r in rows if r["mode"] == mode))
-            lengths = sorted({r["seq_len"] for r in rows if r["mode"] == mode})
-            cells = {(r["attention"], r["seq_len"]): r for r in rows if r["mode"] == mode}
-            body = []
-            for n in lengths:
-                line = [n]
-                for name in names:
-                    r = cells.get((name, n))
-                    line.append(_scale_cell(r, base.get((n, mode))))
-                    if r is not None:
-                        csv_rows.append({"run": run.path.name, **{k: v for k, v in r.items()
-                                         if k != "options"}})  # fmt: skip
-                body.append(line)
-            parts.append(f"**{mode}** — ms (× softmax time), MiB (× softmax memory) where "
-                         "measured:\n\n" + table(["N", *names], body) + "\n")  # fmt: skip
-        figure = copy_figure(run.path / "scale.png", out_dir, f"scale_{i}.png")
-        if figure:
-            parts.append(figure + "\n")
     parts.append(_paper_table2())
-    missing = [] if "model" in scopes else [
+    missing = skipped + ([] if "model" in scopes else [
         "no model-scope scale run (`llnbench scale --scope model`), the paper's Table 2 setting"
-    ]  # fmt: skip
+    ])  # fmt: skip
     return "\n".join(parts), csv_rows, missing
+
+
+def _scale_run(run: Run, i: int, out_dir: Path) -> tuple[str, list[dict[str, Any]], str]:
+    """One scale run's subsection, its CSV rows and its scope."""
+    parts, csv_rows = [], []
+    data = run.json("scale.json")
+    rows, machine = data["rows"], data["machine"]
+    scope = data["config"].get("scope", "layer")
+    memory = any(r.get("peak_mib") is not None for r in rows)
+    model = data["config"].get("model") or {}
+    shape = (
+        f"model {model.get('name')} ({model.get('layers')} layers × {model.get('hidden')}, "
+        f"{rows[0]['heads']} heads), one training step (fwd+bwd+AdamW)"
+        if scope == "model"
+        else f"H={rows[0]['heads']}, d={rows[0]['head_dim']}"
+    )
+    parts.append(f"### {run.path.name}: {scope} scope\n\n{machine_line(machine)}; "
+                 f"B={rows[0]['batch']}, {shape}"
+                 f"{', causal' if rows[0]['causal'] else ''}"
+                 f"{'' if memory else '; peak memory not measured on CPU'}.\n")  # fmt: skip
+    base = baseline_index(rows)
+    for mode in sorted({r["mode"] for r in rows}):
+        names = list(dict.fromkeys(series(r) for r in rows if r["mode"] == mode))
+        lengths = sorted({r["seq_len"] for r in rows if r["mode"] == mode})
+        cells = {(series(r), r["seq_len"]): r for r in rows if r["mode"] == mode}
+        body = []
+        for n in lengths:
+            line = [n]
+            for name in names:
+                r = cells.get((name, n))
+                line.append(_scale_cell(r, base.get((n, mode))))
+                if r is not None:
+                    csv_rows.append({"run": run.path.name, **{k: v for k, v in r.items()
+                                     if k != "options"}})  # fmt: skip
+            body.append(line)
+        parts.append(f"**{mode}** — ms (× softmax time), MiB (× softmax memory) where "
+                     "measured:\n\n" + table(["N", *names], body) + "\n")  # fmt: skip
+    figure = copy_figure(run.path / "scale.png", out_dir, f"scale_{i}.png")
+    if figure:
+        parts.append(figure + "\n")
+    return "\n".join(parts), csv_rows, scope
 
 
 def _scale_cell(row: dict[str, Any] | None, base: dict[str, Any] | None) -> str | None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from llnbench import files
-from llnbench.config import convert
+from llnbench.config import Seed, convert
 from llnbench.data.glue import (
     EncodedSplit,
     TaskSpec,
@@ -31,7 +31,7 @@ from llnbench.data.glue import (
     to_predictions,
     write_submission,
 )
-from llnbench.errors import CheckpointError, ConfigError
+from llnbench.errors import ConfigError
 from llnbench.model.roberta import ModelConfig, RobertaForSequenceClassification
 from llnbench.schema import AttentionConfig
 from llnbench.tracking import Tracker, to_number, truncate_metrics
@@ -57,7 +57,7 @@ class FinetuneTrainerConfig(TrainerConfig):
     weight_decay: float = 0.1
     eval_every: int | None = None  # null: once per epoch
     checkpoint_every: int | None = None  # null: at every evaluation
-    seeds: list[int] | None = None  # null: [seed]
+    seeds: list[Seed] | None = None  # null: [seed]
 
     def validate(self) -> None:
         placeholders = {
@@ -173,11 +173,7 @@ def build_model(
     """The classifier (head on ``<s>``) with the pretrained encoder loaded when given."""
     classifier = RobertaForSequenceClassification(model, attention, pad_id, spec.num_labels)
     if encoder_state is not None:
-        try:
-            classifier.encoder.load_state_dict(encoder_state)
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise CheckpointError(f"pretrained encoder does not fit the model: {first}") from None
+        classifier.encoder.load_weights(encoder_state, "pretrained encoder")
     return classifier
 
 

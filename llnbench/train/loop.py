@@ -3,7 +3,8 @@
 AdamW with linear warm-up and decay, gradient clipping and accumulation, autocast (GradScaler for
 fp16 only), periodic evaluation with best-checkpoint selection, atomic checkpoints that resume
 exactly (model, optimiser, scheduler, scaler, RNG states, data position, the job's own stateful
-objects such as the masking generator), DDP under torchrun, rich progress with rate and ETA.
+objects such as the masking generator), DDP under torchrun, progress with rate and ETA (a rich
+bar on a terminal, plain lines in logs), and SIGTERM as a clean stop at a step boundary.
 
 The job supplies what differs: how a batch is built from indices, the loss, and the evaluation.
 """
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from llnbench import stopping
+from llnbench.compiling import CompileBackend, compile_backend, maybe_compile
 from llnbench.console import console
 from llnbench.errors import CheckpointError, ConfigError
+from llnbench.progress import ProgressBar
+from llnbench.runs import held_run_dirs
 from llnbench.tracking import Tracker, truncate_metrics
 from llnbench.train import checkpoint
-from llnbench.train.distributed import DistInfo, barrier, mean_across
+from llnbench.train.distributed import DistInfo, any_across, barrier, mean_across
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -50,18 +54,25 @@ class TrainerConfig:
     eval_batch_size: int | None = None
     checkpoint_every: int = 250
     resume: bool | Literal["auto"] = "auto"  # auto: continue when run_dir holds a checkpoint
+    compile: bool | CompileBackend = False  # torch.compile the model (true = inductor)
 
     def validate(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every",
                      "checkpoint_every"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
+        for name in ("lr", "adam_eps", "epochs", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"trainer.{name} must be positive, got {value}")
+        for name in ("weight_decay", "clip_norm"):  # clip_norm 0 = off
+            if getattr(self, name) < 0:
+                raise ConfigError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"trainer.betas must be two numbers, got {self.betas}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {self.betas}")
+        compile_backend(self.compile)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -204,6 +215,7 @@ class Trainer:
         if dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = maybe_compile(self.model, cfg.compile)  # training steps; eval uses module
         self.optimizer = build_optimizer(model, cfg)
         warmup = round(cfg.warmup_ratio * self.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -214,6 +226,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []  # evaluation rows
         self._interval = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+        self._describe = label
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -274,7 +287,10 @@ class Trainer:
         self.best, self.history = dict(state["best"]), list(state["history"])
         if self.dist.is_main:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-            console.print(f"resuming {self.checkpoint_path} at step {self.step}/{self.max_steps}")
+            console.print(
+                f"resuming {self.checkpoint_path} at step {self.step}/{self.max_steps}",
+                markup=False,
+            )
         return True
 
     # -- the loop -------------------------------------------------------------------------------
@@ -327,14 +343,21 @@ class Trainer:
     def fit(
         self, tracker: Tracker, eval_every: int | None = None, describe: str = ""
     ) -> dict[str, float]:
-        """Train from the current step (see ``restore``) to ``max_steps``; final evaluation."""
+        """Train from the current step (see ``restore``) to ``max_steps``; final evaluation.
+
+        SIGTERM (a scheduler's stop, ``kill``) finishes the current step, writes the checkpoint
+        and raises :class:`~llnbench.stopping.Terminated` naming the step; a rerun with the same
+        run directory continues from it exactly."""
         self.tracker = tracker
+        self._describe = describe or self.label
         eval_every = eval_every or self.cfg.eval_every
         last_eval: dict[str, float] | None = None
-        progress = self._progress()
-        with progress:
-            task = progress.add_task(describe or self.label, total=self.max_steps,
-                                     completed=self.step, loss=math.nan, rate=0.0)  # fmt: skip
+        progress = ProgressBar(
+            self._describe, self.max_steps, completed=self.step, unit="step",
+            fields={"loss": "loss {:.3f}", "rate": "{:,.0f} tok/s"}, every=self.cfg.log_every,
+            enabled=self.dist.is_main,
+        )  # fmt: skip
+        with stopping.deferred() as stop, progress:
             self._on_step()
             while self.step < self.max_steps:
                 start = time.perf_counter()
@@ -342,17 +365,32 @@ class Trainer:
                 self.step += 1
                 self._accumulate(loss, tokens, time.perf_counter() - start)
                 self._on_step()
+                shown = {}  # the progress line of a logged step carries that step's numbers
                 if self.step % self.cfg.log_every == 0 or self.step == self.max_steps:
                     row = self._log(grad_norm)
-                    progress.update(task, loss=row["loss"], rate=row["tokens_per_s"])
+                    shown = {"loss": row["loss"], "rate": row["tokens_per_s"]}
                 if self.step % eval_every == 0 or self.step == self.max_steps:
                     last_eval = self._evaluate_and_log()
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.max_steps:
+                saved = self.step % self.cfg.checkpoint_every == 0 or self.step == self.max_steps
+                if saved:
                     self.save()
-                progress.update(task, completed=self.step)
+                progress.update(completed=self.step, **shown)
+                if any_across(stop.requested, self.dist, self.device):
+                    if not saved:
+                        self.save()
+                    raise stopping.Terminated(self._stopped_message())
         if last_eval is None:  # resumed an already finished run: report its last evaluation
             last_eval = {k: v for k, v in self.history[-1].items() if k != "step"}
         return last_eval
+
+    def _stopped_message(self) -> str:
+        held = held_run_dirs()
+        run_dir = held[-1] if held else self.run_dir  # the job's folder, not a seed's sub-folder
+        return (
+            f"stopped by SIGTERM after step {self.step}/{self.max_steps} of {self._describe}; "
+            f"checkpoint {self.checkpoint_path} written; to resume, rerun the same command with "
+            f"run_dir={run_dir}"
+        )
 
     def _on_step(self) -> None:
         if self.task.on_step is not None and self.dist.is_main:
@@ -388,15 +426,3 @@ class Trainer:
             self.tracker.log({f"val/{k}": v for k, v in metrics.items()}, step=self.step)
         barrier(self.dist)
         return metrics if self.dist.is_main else {}
-
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TextColumn("{task.fields[rate]:,.0f} tok/s"),
-            TimeRemainingColumn(elapsed_when_finished=True),
-            console=console,
-            disable=not self.dist.is_main,
-        )

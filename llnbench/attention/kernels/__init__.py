@@ -1,0 +1,7 @@
+"""Optional fast paths for LLN, imported lazily: nothing here is needed on CPU.
+
+- ``dispatch``: which backend runs a call (``attention.backend=auto|torch|triton|fla``).
+- ``triton_lln``: fused bidirectional LLN forward and backward (Triton kernels in
+  ``_triton_lln_kernels``; parity-tested on CPU under ``TRITON_INTERPRET=1``).
+- ``fla_causal``: the causal core on fla-core's chunked scalar-decay kernel (``chunk_simple_gla``).
+"""
