@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from llnbench import files
+from llnbench.config import Seed
 from llnbench.data import listops, pathfinder
 from llnbench.data.corpus import default_cache_dir
 from llnbench.data.glue import EncodedSplit, TaskSpec
@@ -92,7 +93,7 @@ class LraDataConfig:
     train_size: int | None = None
     validation_size: int | None = None
     test_size: int | None = None
-    seed: int = 0  # the data set's seed: the same examples for every training seed
+    seed: Seed = 0  # the data set's seed: the same examples for every training seed
     workers: int | None = None  # generation processes; null = up to 8, one per CPU core
     cache_dir: str | None = None  # default $LLNBENCH_CACHE or ~/.cache/llnbench
 

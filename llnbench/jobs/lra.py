@@ -27,6 +27,7 @@ from rich.table import Table
 
 from llnbench.bench.machine import machine_info
 from llnbench.bench.memory import working_memory_mib
+from llnbench.config import Seed
 from llnbench.console import console
 from llnbench.data.glue import pad_batch
 from llnbench.data.listops import PAD
@@ -45,7 +46,7 @@ from llnbench.jobs.glue_report import mean_std, summarize_task
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
 from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
-from llnbench.tracking import Tracker
+from llnbench.tracking import Tracker, read_jsonl
 from llnbench.train import distributed
 from llnbench.train.finetune import (
     EncodedTask,
@@ -63,7 +64,7 @@ CURVES = "lra_curves.png"
 @dataclass
 class LraConfig:
     task: str = "listops"  # listops | pathfinder32 | pathfinder64
-    seed: int = 0  # the training seed when trainer.seeds is null
+    seed: Seed = 0  # the training seed when trainer.seeds is null
     run_dir: str | None = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)  # max_len, vocab_size: from the task
@@ -155,39 +156,32 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
 
 
 def load_data(task: str, cfg: LraDataConfig) -> LraData:
-    """``load_lra`` with a progress bar while generating, and one line on what was loaded."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+    """``load_lra`` with progress while generating (a bar on a terminal, lines in a log) and one
+    line on what was loaded."""
     from llnbench.console import err_console
+    from llnbench.progress import ProgressBar
 
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err_console, transient=True,
-        disable=not err_console.is_terminal,
-    ) as progress:  # fmt: skip
-        bars: dict[str, Any] = {}
+    sizes = resolve_data(get_lra_task(task), cfg).sizes
+    total = sum(sizes.values())
+    bar = ProgressBar(f"generating {task}", total, unit="example", console=err_console,
+                      every=max(1, total // 10), transient=True)  # fmt: skip
+    done: dict[str, int] = {}
 
-        def report(split: str, done: int, total: int) -> None:
-            if split not in bars:
-                bars[split] = progress.add_task(f"generating {task} {split}", total=total)
-            progress.update(bars[split], completed=done)
-            if not err_console.is_terminal:  # logs get a line per chunk round instead
-                err_console.print(f"generating {task} {split}: {done:,}/{total:,}")
+    def report(split: str, count: int, _: int) -> None:
+        done[split] = count
+        bar.update(completed=sum(done.values()))
 
+    with bar:
         data = load_lra(task, cfg, report)
-    sizes = ", ".join(f"{s} {len(data.splits[s]):,}" for s in ("train", "validation", "test"))
+    counts = ", ".join(f"{s} {len(data.splits[s]):,}" for s in ("train", "validation", "test"))
     how = "from cache" if data.from_cache else "generated"
-    console.print(f"data {task}: {sizes}; {how} in {data.seconds:.1f} s ({data.cache_path})")
+    console.print(f"data {task}: {counts}; {how} in {data.seconds:.1f} s ({data.cache_path})")
     return data
 
 
 def tracker_rows(tracker: Tracker, task: str) -> list[dict[str, Any]]:
-    import json
-
-    path = tracker.metrics_path
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """This task's rows of the run's metrics.jsonl (a torn line is skipped, as on resume)."""
+    rows, _ = read_jsonl(tracker.metrics_path)
     return [row for row in rows if row.get("task") == task]
 
 
