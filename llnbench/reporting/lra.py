@@ -139,15 +139,13 @@ def write_chart(
     memories = [m for *_, m in points if m]
     largest = max(memories) if memories else None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    # labels above and below the markers in turn (by speed), so neighbours do not overlap
-    for rank, (name, speed, accuracy, memory) in enumerate(sorted(points, key=lambda p: p[1])):
+    # names in a legend (markers of equal size there): labels beside markers collide when two
+    # mechanisms train at the same speed
+    for i, (name, speed, accuracy, memory) in enumerate(sorted(points, key=lambda p: p[1])):
         area = max(1500 * memory / largest if memory and largest else 60, 25)
-        ax.scatter(speed, accuracy, s=area, color=plt.cm.tab10(rank % 10), alpha=0.55,
-                   edgecolors="black", linewidths=0.6)  # fmt: skip
-        label = f"{name}, {memory:.0f} MiB" if memory else f"{name}, memory n/m"
-        offset = (area**0.5 / 2 + 4) * (1 if rank % 2 == 0 else -1)
-        ax.annotate(label, (speed, accuracy), xytext=(0, offset), textcoords="offset points",
-                    fontsize=8, ha="center", va="bottom" if offset > 0 else "top")  # fmt: skip
+        label = f"{name} ({memory:.0f} MiB)" if memory else f"{name} (memory n/m)"
+        ax.scatter(speed, accuracy, s=area, color=plt.cm.tab10(i % 10), alpha=0.55,
+                   edgecolors="black", linewidths=0.6, label=label)  # fmt: skip
     if majority is not None:
         ax.axhline(100 * majority, ls="--", lw=1, color="grey")
         ax.annotate("majority class", (ax.get_xlim()[0], 100 * majority), fontsize=7,
@@ -164,6 +162,11 @@ def write_chart(
         fontsize=10,
     )
     ax.grid(alpha=0.3)
+    if points:
+        legend = ax.legend(fontsize=8, loc="center right", title="marker area ∝ memory",
+                           title_fontsize=8)  # fmt: skip
+        for handle in legend.legend_handles:
+            handle.set_sizes([50])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
