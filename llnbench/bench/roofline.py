@@ -55,8 +55,10 @@ def device_peak(gpu_name: str | None) -> dict[str, Any] | None:
     return None
 
 
-def _forward_flops(name: str, n: int, causal: bool, d: int, options: dict[str, Any]) -> float:
-    """Forward FLOPs per (batch, head); NotImplementedError for mechanisms without a model."""
+def _forward_flops(
+    name: str, n: int, causal: bool, d: int, options: dict[str, Any]
+) -> float | None:
+    """Forward FLOPs per (batch, head); None for mechanisms without a model (lara, ra)."""
     if name == "softmax":
         return 4 * n * n * d * (0.5 if causal else 1.0)
     if name in ("lln", "linear_elu"):
@@ -70,23 +72,20 @@ def _forward_flops(name: str, n: int, causal: bool, d: int, options: dict[str, A
     if name == "local":
         r = int(options.get("window", 32))
         return 4 * n * (r + 1 if causal else 2 * r + 1) * d
-    raise NotImplementedError(name)
+    return None
 
 
 def attention_flops(
     name: str, n: int, mode: str, causal: bool, d: int, options: dict[str, Any]
 ) -> float | None:
     """FLOPs of one call per (batch, head), or None where there is no model (lara, ra)."""
-    try:
-        if name == "lln_diag":
-            w = min(int(options.get("diag_block") or d), n)
-            blocks = 4 * n * w * d * (0.5 if causal else 1.0)
-            linear = _forward_flops("lln", n, causal, d, options)
-            return linear + blocks if mode == "fwd" else 3 * linear + 3.5 * blocks
-        fwd = _forward_flops(name, n, causal, d, options)
-    except NotImplementedError:
-        return None
-    if mode == "fwd":
+    if name == "lln_diag":
+        w = min(int(options.get("diag_block") or d), n)
+        blocks = 4 * n * w * d * (0.5 if causal else 1.0)
+        linear = _forward_flops("lln", n, causal, d, options) or 0.0
+        return linear + blocks if mode == "fwd" else 3 * linear + 3.5 * blocks
+    fwd = _forward_flops(name, n, causal, d, options)
+    if fwd is None or mode == "fwd":
         return fwd
     return fwd * (3.5 if name in ("softmax", "local") else 3.0)
 
