@@ -59,7 +59,7 @@ from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.tracking import Tracker
 
 if TYPE_CHECKING:
-    from llnbench.jobs.analyze import AnalyzeConfig
+    from llnbench.analysis.config import AnalyzeConfig
 
 LABELS = {
     "entropy": "mean row entropy −(1/n) Σ_ij P ln P (nats) over real tokens; uniform = ln n",

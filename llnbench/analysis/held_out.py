@@ -25,7 +25,7 @@ from llnbench.errors import ConfigError, DataError
 from llnbench.model.pretrained import Pretrained
 
 if TYPE_CHECKING:
-    from llnbench.jobs.analyze import AnalyzeConfig
+    from llnbench.analysis.config import AnalyzeConfig
 
 MAX_LEN = 512  # dense N × N float64 matrices of real text
 

@@ -11,7 +11,7 @@ from llnbench.analysis.concentration import LLN_BRANCH, entropy_theory, gap_theo
 from llnbench.analysis.synthetic import EXP_LABEL
 
 if TYPE_CHECKING:
-    from llnbench.jobs.analyze import AnalyzeConfig
+    from llnbench.analysis.config import AnalyzeConfig
 
 BRANCH_LABEL = "lln_diag: LLN branch alone"
 

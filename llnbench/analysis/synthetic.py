@@ -45,7 +45,7 @@ from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.tracking import Tracker
 
 if TYPE_CHECKING:
-    from llnbench.jobs.analyze import AnalyzeConfig
+    from llnbench.analysis.config import AnalyzeConfig
 
 
 # ``exp`` is not a registered mechanism: it is lln without moment matching (α = β = d^-1/4), the
