@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tarfile
 
-from llnbench.bench import gpu_check
+from llnbench.bench import gpu_check, gpu_summary
 
 
 def test_without_cuda_it_says_so_and_runs_nothing(tmp_path, capsys, monkeypatch) -> None:
@@ -106,7 +106,7 @@ def test_goal_verdicts_from_result_files(tmp_path) -> None:
     _scale(tmp_path / "scale-model", [_row("softmax", 4096, 30.0), _row("lln", 4096, 10.0)])
     (tmp_path / "probe-64k.json").write_text(json.dumps(
         {"bidir/torch": {"finite": True}, "bidir/triton": {"finite": True}}))  # fmt: skip
-    rows = gpu_check.goals(tmp_path, k64, k16, (4096, k16))
+    rows = gpu_summary.goals(tmp_path, k64, k16, (4096, k16))
     verdicts = [(g["measured"], g["verdict"]) for g in rows]
     assert verdicts == [(25.0, "pass"), (40.0, "gap"), (5.0, "gap"), (1.6, "pass"), (True, "pass"),
                         (3.0, "pass"), (None, "not measured")]  # fmt: skip
