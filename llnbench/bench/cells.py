@@ -73,7 +73,8 @@ def model_call(
     device: torch.device, dtype: torch.dtype, compile: bool | str = False,
 ) -> Callable[[], None]:  # fmt: skip
     """One training step of RobertaForMaskedLM (fwdbwd) or one forward with loss (fwd)."""
-    from llnbench.train.loop import TrainerConfig, build_optimizer
+    from llnbench.train.config import TrainerConfig
+    from llnbench.train.optim import build_optimizer
 
     cfg = dataclasses.replace(model_cfg, max_len=max(model_cfg.max_len, n))
     model = RobertaForMaskedLM(cfg, attention, BENCH_PAD_ID).to(device)

@@ -24,7 +24,8 @@ from llnbench.console import console
 from llnbench.errors import LlnbenchError
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
-from llnbench.train.loop import TrainerConfig, build_optimizer
+from llnbench.train.config import TrainerConfig
+from llnbench.train.optim import build_optimizer
 
 
 def hf_model(cfg: ModelConfig, pad_id: int) -> torch.nn.Module:

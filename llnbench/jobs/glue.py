@@ -39,6 +39,7 @@ from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 from llnbench.train import checkpoint, distributed
+from llnbench.train.config import resolve_precision
 from llnbench.train.finetune import (
     RESULT,
     FinetuneRun,
@@ -48,7 +49,6 @@ from llnbench.train.finetune import (
     read_result,
     run_seed,
 )
-from llnbench.train.loop import resolve_precision
 
 PLACEHOLDERS = ("%task%", "{task}")  # a task's name in local paths of a suite (Hydra needs
 # the second one quoted: 'data.train_file="glue/{task}/train.tsv"')

@@ -48,6 +48,7 @@ from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker, read_jsonl
 from llnbench.train import distributed
+from llnbench.train.config import resolve_precision
 from llnbench.train.finetune import (
     EncodedTask,
     FinetuneRun,
@@ -56,7 +57,6 @@ from llnbench.train.finetune import (
     read_result,
     run_seed,
 )
-from llnbench.train.loop import resolve_precision
 
 CURVES = "lra_curves.png"
 

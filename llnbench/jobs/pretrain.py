@@ -43,7 +43,9 @@ from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 from llnbench.train import distributed
-from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig, resolve_precision
+from llnbench.train.config import TrainerConfig, resolve_precision
+from llnbench.train.loop import Task, Trainer
+from llnbench.train.sampler import EpochSampler
 
 
 @dataclass

@@ -36,8 +36,10 @@ from llnbench.model.roberta import ModelConfig, RobertaForSequenceClassification
 from llnbench.schema import AttentionConfig
 from llnbench.tracking import Tracker, to_number, truncate_metrics
 from llnbench.train import checkpoint
+from llnbench.train.config import TrainerConfig
 from llnbench.train.distributed import DistInfo, barrier
-from llnbench.train.loop import EpochSampler, Task, Trainer, TrainerConfig
+from llnbench.train.loop import Task, Trainer
+from llnbench.train.sampler import EpochSampler
 
 RESULT = "result.json"  # a finished seed: its numbers; its presence means "do not train again"
 BEST = "best.pt"

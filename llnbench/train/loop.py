@@ -17,113 +17,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from llnbench import stopping
-from llnbench.compiling import CompileBackend, compile_backend, maybe_compile
+from llnbench.compiling import maybe_compile
 from llnbench.console import console
-from llnbench.errors import CheckpointError, ConfigError
+from llnbench.errors import CheckpointError
 from llnbench.progress import ProgressBar
 from llnbench.runs import held_run_dirs
 from llnbench.tracking import Tracker, truncate_metrics
 from llnbench.train import checkpoint
+from llnbench.train.config import TrainerConfig, resolve_precision
 from llnbench.train.distributed import DistInfo, any_across, barrier, mean_across
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-
-@dataclass
-class TrainerConfig:
-    max_steps: int = 1000
-    epochs: float | None = None  # fine-tuning: the step budget is epochs x batches per epoch
-    batch_size: int = 32  # per device
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    adam_eps: float = 1e-6
-    warmup_ratio: float = 0.06
-    clip_norm: float = 1.0  # 0 disables clipping
-    precision: Precision = "auto"  # auto: bf16 on CUDA that has it, else fp16 on CUDA; CPU fp32
-    device: str = "auto"
-    log_every: int = 25
-    eval_every: int = 250  # steps; fine-tuning evaluates once per epoch instead
-    eval_batch_size: int | None = None
-    checkpoint_every: int = 250
-    resume: bool | Literal["auto"] = "auto"  # auto: continue when run_dir holds a checkpoint
-    compile: bool | CompileBackend = False  # torch.compile the model (true = inductor)
-
-    def validate(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every",
-                     "checkpoint_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"trainer.{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "adam_eps", "epochs", "eval_batch_size"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"trainer.{name} must be positive, got {value}")
-        for name in ("weight_decay", "clip_norm"):  # clip_norm 0 = off
-            if getattr(self, name) < 0:
-                raise ConfigError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {self.betas}")
-        compile_backend(self.compile)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-class EpochSampler:
-    """Seeded per-epoch permutations split across ranks; (epoch, offset) is the data position.
-
-    Restoring the position jumps straight to the next batch: consumed batches are never replayed.
-    """
-
-    def __init__(self, size: int, batch_size: int, *, seed: int, dist: DistInfo, shuffle=True):
-        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
-        self.rank, self.world = dist.rank, dist.world
-        self.batches_per_epoch = (size // self.world) // batch_size
-        if self.batches_per_epoch < 1:
-            raise ConfigError(
-                f"{size} training examples are fewer than one batch ({batch_size} x {self.world} "
-                "devices); lower trainer.batch_size or add data"
-            )
-        self.epoch, self.offset = 0, 0
-        self._order: torch.Tensor | None = None
-
-    def _epoch_order(self) -> torch.Tensor:
-        if self._order is None:
-            if self.shuffle:
-                gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-                order = torch.randperm(self.size, generator=gen)
-            else:
-                order = torch.arange(self.size)
-            per_rank = self.size // self.world
-            self._order = order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return self._order
-
-    def next(self) -> torch.Tensor:
-        if self.offset >= self.batches_per_epoch:
-            self.epoch, self.offset, self._order = self.epoch + 1, 0, None
-        start = self.offset * self.batch_size
-        self.offset += 1
-        return self._epoch_order()[start : start + self.batch_size]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.offset, self._order = int(state["epoch"]), int(state["offset"]), None
+from llnbench.train.optim import build_optimizer, linear_schedule
+from llnbench.train.sampler import EpochSampler
 
 
 class Stateful(Protocol):
@@ -144,37 +54,6 @@ class Task:
     # called with the weights after `step` updates: once before training, then after each step
     # (outside the timed region); e.g. concentration instruments every K steps
     on_step: Callable[[nn.Module, int], None] | None = None
-
-
-def build_optimizer(model: nn.Module, cfg: TrainerConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, LayerNorm weights and embeddings' padding rows alike."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # the fused kernel is ~5x faster than the default on CPU, where the 50k-row embedding's
-    # update is a visible share of a small model's step
-    device = next(model.parameters()).device
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=fused
-    )
-
-
-def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warm-up to the peak, then linear decay to zero at ``total`` (fairseq polynomial)."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
 
 
 def attention_stats(model: nn.Module) -> dict[str, float]:
