@@ -19,14 +19,8 @@ import pytest
 import torch
 
 from llnbench.data import ASSETS_DIR, build_assets, corpus
-from llnbench.data.corpus import (
-    CorpusConfig,
-    load_pretraining_blocks,
-    pack_blocks,
-    read_documents,
-    read_embedded,
-    wikitext_articles,
-)
+from llnbench.data.corpus import CorpusConfig, load_pretraining_blocks, pack_blocks
+from llnbench.data.documents import read_documents, read_embedded, wikitext_articles
 from llnbench.data.tokenizer import RobertaTokenizer, load_tokenizer
 from llnbench.errors import ConfigError, DataError
 
