@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llnbench.data.batching import pad_batch
 from llnbench.data.glue import (
     GLUE9,
     PAPER_TASKS,
@@ -22,7 +23,6 @@ from llnbench.data.glue import (
     encode_task,
     get_task,
     load_task,
-    pad_batch,
     resolve_tasks,
     write_submission,
 )

@@ -1,5 +1,5 @@
 """★ The GLUE task table, loading (hub / local files / embedded stand-in), metrics, submission files
-and the classification collate helpers.
+and the tokenising of a split (its batches: ``llnbench.data.batching``).
 
 Every loader returns the same shape: the task's text columns (canonical names from the table),
 ``label`` (int, float for STS-B, −1 in test splits) and ``idx`` (for submission files).
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from llnbench.data import MOVIE_REVIEWS_ASSET, read_asset
+from llnbench.data.batching import EncodedSplit
 from llnbench.errors import ConfigError, DataError, one_of
 
 HUB_DATASET = "nyu-mll/glue"
@@ -484,22 +485,7 @@ def write_submission(
 
 
 # ------------------------------------------------------------------------------------------------
-# Encoding and batching
-
-
-class EncodedSplit(torch.utils.data.Dataset):
-    """A tokenised split: ``input_ids`` (with specials, truncated), ``label`` and ``idx``."""
-
-    def __init__(self, input_ids: list[list[int]], labels: list, indices: list[int]):
-        self.input_ids = input_ids
-        self.labels = labels
-        self.indices = indices
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "label": self.labels[i], "idx": self.indices[i]}
+# Encoding
 
 
 def encode_task(split, spec: TaskSpec, tokenizer, max_length: int = 128) -> EncodedSplit:
@@ -512,23 +498,3 @@ def encode_task(split, spec: TaskSpec, tokenizer, max_length: int = 128) -> Enco
         pairs = second[start : start + step] if second is not None else None
         ids += tokenizer.encode_batch(first[start : start + step], pairs, max_length=max_length)
     return EncodedSplit(ids, list(split["label"]), [int(i) for i in split["idx"]])
-
-
-def pad_batch(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Dynamic padding to the longest example: ``input_ids``, ``attention_mask`` (1 = real),
-    ``labels`` (float for regression) and ``idx``."""
-    longest = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e["input_ids"])
-        input_ids[row, :n] = torch.as_tensor(e["input_ids"], dtype=torch.long)
-        attention_mask[row, :n] = 1
-    labels = [e["label"] for e in examples]
-    dtype = torch.float32 if any(isinstance(v, float) for v in labels) else torch.long
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": torch.tensor(labels, dtype=dtype),
-        "idx": torch.tensor([int(e["idx"]) for e in examples], dtype=torch.long),
-    }

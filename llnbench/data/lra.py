@@ -26,8 +26,9 @@ import numpy as np
 from llnbench import files
 from llnbench.config import Seed
 from llnbench.data import listops, pathfinder
+from llnbench.data.batching import EncodedSplit
 from llnbench.data.corpus import default_cache_dir
-from llnbench.data.glue import EncodedSplit, TaskSpec
+from llnbench.data.glue import TaskSpec
 from llnbench.data.lra_generate import CHUNK, generate_splits
 from llnbench.errors import ConfigError
 

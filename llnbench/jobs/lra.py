@@ -29,7 +29,7 @@ from llnbench.bench.machine import machine_info
 from llnbench.bench.memory import working_memory_mib
 from llnbench.config import Seed
 from llnbench.console import console
-from llnbench.data.glue import pad_batch
+from llnbench.data.batching import pad_batch
 from llnbench.data.listops import PAD
 from llnbench.data.lra import (
     LraData,

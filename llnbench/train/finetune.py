@@ -22,12 +22,11 @@ import torch.nn.functional as F
 
 from llnbench import files
 from llnbench.config import Seed, convert
+from llnbench.data.batching import EncodedSplit, pad_batch
 from llnbench.data.glue import (
-    EncodedSplit,
     TaskSpec,
     compute_metrics,
     encode_task,
-    pad_batch,
     to_predictions,
     write_submission,
 )
