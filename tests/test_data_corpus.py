@@ -139,6 +139,70 @@ def test_second_call_reads_the_cache_without_tokenising(tmp_path, tok, monkeypat
     assert not list((tmp_path / "cache" / "corpus").glob(".*tmp*"))  # no stray temp files
 
 
+def _rewrite_cache(path: Path, change) -> None:
+    """Rewrite a cache entry with ``change(arrays, meta)`` applied (a damaged or foreign entry)."""
+    with np.load(path) as z:
+        arrays = {k: z[k].copy() for k in z.files if k != "meta"}
+        meta = json.loads(str(z["meta"]))
+    change(arrays, meta)
+    with open(path, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _flip_token(arrays, meta):
+    arrays["train"][0, 1] += 1  # one token changed, the recorded checksum kept
+
+
+def _other_config(arrays, meta):
+    meta["key"]["block_size"] = 99
+
+
+def _drop_counts(arrays, meta):
+    del arrays["unigram_counts"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        pytest.param(_flip_token, "fails its checksum", id="changed-token"),
+        pytest.param(_other_config, "was made by another config", id="foreign-config"),
+        pytest.param(_drop_counts, "is missing unigram_counts", id="missing-array"),
+        pytest.param(None, "unreadable", id="truncated-file"),
+    ],
+)
+def test_a_damaged_cache_is_rebuilt_with_one_warning(tmp_path, tok, capsys, damage, reason):
+    write_docs(tmp_path / "docs", 10)
+    cfg = local_cfg(tmp_path, train_file=str(tmp_path / "docs"), validation_fraction=0.2)
+    first = load_pretraining_blocks(cfg, tok, block_size=16)
+    meta = json.loads(str(np.load(first.cache_path)["meta"]))
+    assert meta["sha256"] == corpus.content_sha256(
+        {k: v for k, v in np.load(first.cache_path).items() if k != "meta"}
+    )
+    assert meta["config"]["train_file"] == cfg.train_file  # the config that made it
+    if damage is None:
+        first.cache_path.write_bytes(first.cache_path.read_bytes()[:100])
+    else:
+        _rewrite_cache(first.cache_path, damage)
+    capsys.readouterr()
+    again = load_pretraining_blocks(cfg, tok, block_size=16)
+    err = [line for line in capsys.readouterr().err.splitlines() if "cache" in line]
+    assert len(err) == 1 and reason in err[0] and "rebuilding" in err[0], err  # beside progress
+    assert err[0].startswith("llnbench: warning: ") and str(first.cache_path) in err[0]
+    assert not again.from_cache
+    assert torch.equal(again.train, first.train)  # rebuilt, not the damaged blocks
+    third = load_pretraining_blocks(cfg, tok, block_size=16)  # the rebuilt entry proves itself
+    assert third.from_cache and "warning" not in capsys.readouterr().err
+
+
+def test_a_folder_in_place_of_the_cache_is_one_line(tmp_path, tok):
+    write_docs(tmp_path / "docs", 10)
+    cfg = local_cfg(tmp_path, train_file=str(tmp_path / "docs"), validation_fraction=0.2)
+    path, _ = corpus.cache_path(cfg, tok, 16)
+    path.mkdir(parents=True)
+    with pytest.raises(DataError, match="not a regular file"):
+        load_pretraining_blocks(cfg, tok, block_size=16)
+
+
 def test_single_text_file_with_validation_file_and_paragraphs(tmp_path, tok):
     train = tmp_path / "train.txt"
     train.write_text("\n\n".join(f"Paragraph {i} says something new." for i in range(30)))

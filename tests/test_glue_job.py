@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from llnbench.cli import app
 from llnbench.data.glue import GLUE9, TASKS, TaskSpec
+from llnbench.jobs.glue import build_model
 from llnbench.model.pretrained import load_pretrained
 from llnbench.train import checkpoint
-from llnbench.train.finetune import build_model
 from llnbench.train.loop import Trainer
 
 TINY = [

@@ -17,10 +17,10 @@ from llnbench.cli import app
 from llnbench.data import GPT2_MERGES_ASSET, GPT2_VOCAB_ASSET, read_asset
 from llnbench.data.tokenizer import build_bpe_tokenizer, load_tokenizer
 from llnbench.errors import LlnbenchError
+from llnbench.jobs.glue import build_model
 from llnbench.model.hf_checkpoint import load_hf_pretrained
 from llnbench.model.pretrained import load_pretrained
 from llnbench.model.roberta import RobertaForMaskedLM
-from llnbench.train.finetune import build_model
 
 transformers = pytest.importorskip("transformers")
 ATOL = 1e-5  # fp32 on CPU, as the issue asks

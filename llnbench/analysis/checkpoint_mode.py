@@ -23,7 +23,6 @@ instruments_over_training.png when a run logged ``analysis_every`` instruments; 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +30,15 @@ import torch
 from rich import box
 from rich.markup import escape
 from rich.table import Table
-from torch import Tensor
 
 from llnbench import files
 from llnbench.analysis.capture import (
     attention_cores,
     capture_qk,
     example_matrices,
-    flatten_layers,
     measure_layers,
 )
-from llnbench.analysis.concentration import LLN_BRANCH, Measurement
+from llnbench.analysis.concentration import LLN_BRANCH
 from llnbench.analysis.held_out import (
     Sequences,
     held_out,
@@ -49,6 +46,7 @@ from llnbench.analysis.held_out import (
     shared_tokenizer,
 )
 from llnbench.analysis.probe import history
+from llnbench.analysis.run_analysis import RunAnalysis
 from llnbench.console import console
 from llnbench.data.tokenizer import RobertaTokenizer, load_tokenizer
 from llnbench.devices import resolve_device
@@ -76,32 +74,6 @@ LABELS = {
     f"the layer applies; {LLN_BRANCH}*: its LLN branch alone",
     "per_head": "mean over sequences; layer 'mean': mean over heads; run 'mean': over layers",
 }
-
-
-@dataclass
-class RunAnalysis:
-    """One run's instruments per layer, its example matrices and its training-time probe rows."""
-
-    label: str
-    pretrained: Pretrained
-    layers: list[Measurement]
-    examples: list[dict[str, Tensor]]  # per layer: {"" or "lln_branch_": (H, n, n)} of sequence 0
-    history: list[dict[str, Any]]
-
-    @property
-    def attention(self) -> str:
-        return self.pretrained.attention.name
-
-    @property
-    def has_branch(self) -> bool:
-        return any(k.startswith(LLN_BRANCH) for k in self.layers[0].per_head)
-
-    def layer_means(self) -> list[dict[str, float]]:
-        return [m.means() for m in self.layers]
-
-    def overall(self) -> dict[str, float]:
-        flat = flatten_layers(self.layer_means())
-        return {k.removeprefix("mean/"): v for k, v in flat.items() if k.startswith("mean/")}
 
 
 def run_checkpoint(cfg: AnalyzeConfig) -> Path:

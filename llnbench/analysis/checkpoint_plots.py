@@ -22,7 +22,8 @@ from llnbench.analysis.concentration import LLN_BRANCH
 from llnbench.analysis.plots import pyplot
 
 if TYPE_CHECKING:
-    from llnbench.analysis.checkpoint_mode import RunAnalysis, Sequences
+    from llnbench.analysis.held_out import Sequences
+    from llnbench.analysis.run_analysis import RunAnalysis
 
 MAX_EXAMPLE_COLUMNS = 8  # panels per row of attention_examples.png
 BRANCH = "LLN branch alone"

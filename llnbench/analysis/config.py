@@ -10,19 +10,32 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llnbench.analysis.synthetic import (
-    DEFAULT_ATTENTIONS,
-    DEFAULT_S2,
-    EXP_ALIAS,
-    MAX_SEQ_LEN,
-    known_options,
-    registry_name,
-)
-from llnbench.attention import ATTENTIONS, attention_class, check_options
+from llnbench.attention import ATTENTIONS, attention_class, attention_options, check_options
 from llnbench.attention.external import is_spec
 from llnbench.config import Seed
 from llnbench.errors import ConfigError, one_of
 from llnbench.schema import WandbConfig
+
+# ``exp`` is not a registered mechanism: it is lln without moment matching (α = β = d^-1/4), the
+# untuned exponential feature map the LLN paper starts from; it cannot concentrate at any scale.
+EXP_ALIAS = "exp"
+EXP_LABEL = "exp (d^-1/4)"
+DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "linear_elu", EXP_ALIAS]
+DEFAULT_S2 = [0.25, 0.5, 1.0, 2.0, 3.0, 4.0]
+MAX_SEQ_LEN = 1024  # dense N × N float64 matrices and their eigenvalues
+
+
+def registry_name(name: str) -> str:
+    return "lln" if name == EXP_ALIAS else name
+
+
+def known_options(name: str) -> list[str] | None:
+    """A mechanism's options, or None when its module cannot be imported (reported at run time)."""
+    try:
+        return list(attention_options(name))
+    except ImportError:
+        return None
+
 
 # checkpoint mode: dense N × N matrices of real text, at most 512 tokens (measurements.md §3)
 MAX_CHECKPOINT_LEN = 512

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llnbench.analysis.concentration import LLN_BRANCH, entropy_theory, gap_theory, log_var_theory
-from llnbench.analysis.synthetic import EXP_LABEL
+from llnbench.analysis.config import EXP_LABEL
 
 if TYPE_CHECKING:
     from llnbench.analysis.config import AnalyzeConfig

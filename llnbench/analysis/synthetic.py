@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from rich import box
@@ -34,7 +34,13 @@ from llnbench.analysis.concentration import (
     log_var_theory,
     measure,
 )
-from llnbench.attention import attention_options, build_attention
+from llnbench.analysis.config import (
+    EXP_ALIAS,
+    EXP_LABEL,
+    AnalyzeConfig,
+    registry_name,
+)
+from llnbench.attention import build_attention
 from llnbench.attention.base import Attention
 from llnbench.bench.cells import check_builds, option_error
 from llnbench.console import console
@@ -44,23 +50,8 @@ from llnbench.progress import ProgressBar
 from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.tracking import Tracker
 
-if TYPE_CHECKING:
-    from llnbench.analysis.config import AnalyzeConfig
-
-
-# ``exp`` is not a registered mechanism: it is lln without moment matching (α = β = d^-1/4), the
-# untuned exponential feature map the LLN paper starts from; it cannot concentrate at any scale.
-EXP_ALIAS = "exp"
-EXP_LABEL = "exp (d^-1/4)"
-DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "linear_elu", EXP_ALIAS]
-DEFAULT_S2 = [0.25, 0.5, 1.0, 2.0, 3.0, 4.0]
-MAX_SEQ_LEN = 1024  # dense N × N float64 matrices and their eigenvalues
 # Numbers of one (mechanism, σ²) that get a mean and a spread over draws in every row.
 ROW_INSTRUMENTS = ("entropy", "gap", "log_mean", "log_var", "entry_var")
-
-
-def registry_name(name: str) -> str:
-    return "lln" if name == EXP_ALIAS else name
 
 
 def label_of(name: str) -> str:
@@ -70,14 +61,6 @@ def label_of(name: str) -> str:
 def mechanism_options(cfg: AnalyzeConfig, name: str) -> dict[str, Any]:
     base = {"moment_matching": False} if name == EXP_ALIAS else {}
     return {**base, **cfg.options.get(name, {})}
-
-
-def known_options(name: str) -> list[str] | None:
-    """A mechanism's options, or None when its module cannot be imported (reported at run time)."""
-    try:
-        return list(attention_options(name))
-    except ImportError:
-        return None
 
 
 def run_synthetic(cfg: AnalyzeConfig) -> Path:

@@ -19,51 +19,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from llnbench.config import Seed
+from llnbench.data.corpus_config import CorpusConfig
 from llnbench.data.documents import describe_inputs, read_documents
-from llnbench.errors import ConfigError, DataError, one_of
+from llnbench.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from llnbench.data.tokenizer import RobertaTokenizer
 
-SOURCES = ("embedded", "wikitext103", "local")
-SAMPLE_BY = ("document", "paragraph")
-CACHE_VERSION = 1
-
-
-@dataclass
-class CorpusConfig:
-    """Where the pretraining text comes from and how validation is held out (``conf/data/``)."""
-
-    source: str = "embedded"  # embedded | wikitext103 | local
-    train_file: str | None = None  # local: a file, a folder of .txt files, or a glob
-    validation_file: str | None = None  # local: same forms; None = hold out by document
-    validation_years_from: int = 2010  # embedded: addresses from this year on are validation
-    validation_fraction: float = 0.05  # local without validation_file: documents held out
-    split_seed: Seed = 0  # local without validation_file: seed of the document split
-    sample_by: str = "document"  # local .txt: one file = one document, or blank-line paragraphs
-    text_column: str = "text"  # local .json/.jsonl
-    max_documents: int | None = None  # cap per split, in corpus order (quick runs)
-    tokenizer: str = "embedded"  # "embedded" or a hub id such as FacebookAI/roberta-base
-    cache_dir: str | None = None  # default $LLNBENCH_CACHE or ~/.cache/llnbench
-
-    def validate(self) -> None:
-        """Cross-field checks, each a one-line ConfigError naming the value."""
-        if self.source not in SOURCES:
-            raise one_of("data.source", self.source, SOURCES)
-        if self.sample_by not in SAMPLE_BY:
-            raise one_of("data.sample_by", self.sample_by, SAMPLE_BY)
-        if self.source == "local" and not self.train_file:
-            raise ConfigError(
-                "data=local needs data.train_file=PATH (a .txt/.json/.jsonl file, "
-                "a folder of .txt files, or a glob)"
-            )
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(
-                f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}"
-            )
-        if self.max_documents is not None and self.max_documents < 1:
-            raise ConfigError(f"data.max_documents must be ≥ 1 or null, got {self.max_documents}")
+CACHE_VERSION = 2  # 2: entries record the sha256 of their arrays, checked on every read
 
 
 @dataclass
@@ -226,17 +189,60 @@ def _save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
-    """The cached arrays, or None when absent or unreadable (then it is rebuilt)."""
-    if not path.is_file():
+def content_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+ARRAYS = ("train", "validation", "unigram_counts")
+NUMBERS = ("documents_train", "documents_validation", "tokens_train", "tokens_validation")
+
+
+def _load(path: Path, desc: dict, block_size: int) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The cached arrays when present and proven (the config that made them equals ``desc``,
+    their checksum matches); None when absent. A cache that cannot be read or fails the check
+    gets one warning line and None (it is rebuilt)."""
+    if not path.exists():
         return None
+    if not path.is_file():  # a folder (or a FIFO) where the cache belongs cannot be replaced
+        raise DataError(f"corpus cache {path} is not a regular file; move it away and rerun")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "meta"}
             meta = json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
-    return arrays, meta
+        problem = _cache_problem(arrays, meta, desc, block_size)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        problem = f"unreadable: {type(err).__name__}"
+    if problem is None:
+        return arrays, meta
+    from llnbench.console import err_console
+
+    err_console.print(
+        f"llnbench: warning: corpus cache {path} {problem}; rebuilding it",
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    return None
+
+
+def _cache_problem(arrays: dict, meta: dict, desc: dict, block_size: int) -> str | None:
+    """Why a read cache cannot be trusted, or None."""
+    if not isinstance(meta, dict) or meta.get("key") != desc:
+        return "was made by another config"
+    missing = [k for k in ARRAYS if k not in arrays]
+    if missing or not all(isinstance(meta.get("numbers", {}).get(k), int) for k in NUMBERS):
+        return f"is missing {', '.join(missing) or 'its numbers'}"
+    if meta.get("sha256") != content_sha256(arrays):
+        return "fails its checksum"
+    if any(
+        arrays[k].ndim != 2 or arrays[k].shape[1] != block_size for k in ("train", "validation")
+    ):
+        return f"does not hold blocks of {block_size} tokens"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,11 +304,12 @@ def load_pretraining_blocks(
         raise ConfigError(
             f"{where}: cannot create {path.parent} ({err.strerror}); name a writable folder"
         ) from None
-    cached = _load(path)
+    cached = _load(path, desc, block_size)
     from_cache = cached is not None
     if cached is None:
         arrays, numbers = build_blocks(cfg, tokenizer, block_size, path.parent.parent)
-        _save(path, arrays, {"key": desc, "numbers": numbers, "config": asdict(cfg)})
+        meta = {"key": desc, "numbers": numbers, "config": asdict(cfg)}
+        _save(path, arrays, {**meta, "sha256": content_sha256(arrays)})
     else:
         arrays, meta = cached
         numbers = meta["numbers"]

@@ -21,7 +21,7 @@ from llnbench.data import SOTU_ASSET, asset_path, read_asset
 from llnbench.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from llnbench.data.corpus import CorpusConfig
+    from llnbench.data.corpus_config import CorpusConfig
 
 TEXT_SUFFIXES = (".txt",)
 JSON_SUFFIXES = (".json", ".jsonl")

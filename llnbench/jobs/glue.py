@@ -16,6 +16,7 @@ primary metric (the epoch is recorded); seeds are summarised as mean ± std (ddo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ from llnbench.errors import CheckpointError, ConfigError, one_of
 from llnbench.jobs.glue_report import glue_average, suite_table, summarize_task, task_table
 from llnbench.model.hf_checkpoint import check_pad_id, is_hf, load_hf_pretrained
 from llnbench.model.pretrained import Pretrained, load_pretrained
-from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
+from llnbench.model.roberta import (
+    ModelConfig,
+    RobertaForSequenceClassification,
+    count_parameters,
+    human_count,
+    shape_signature,
+)
 from llnbench.runs import as_plain, new_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
@@ -44,7 +51,6 @@ from llnbench.train.finetune import (
     RESULT,
     FinetuneRun,
     FinetuneTrainerConfig,
-    build_model,
     encode_splits,
     read_result,
     run_seed,
@@ -295,8 +301,10 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
         data = encode_splits(spec, raw[spec.name], tokenizer, cfg.max_length,
                              cfg.max_train_samples, cfg.max_eval_samples)  # fmt: skip
         trainer_cfg = trainers[spec.name]
+        new_model = functools.partial(build_model, spec, init.model, init.attention,
+                                      tokenizer.pad_id, init.encoder_state)  # fmt: skip
         ft = FinetuneRun(
-            data, init.model, init.attention, tokenizer.pad_id, init.encoder_state, trainer_cfg,
+            data, new_model, tokenizer.pad_id, trainer_cfg,
             signatures[spec.name], config, device, dist, cfg.submission,
         )  # fmt: skip
         if dist.is_main:
@@ -352,6 +360,20 @@ def publish_submission(summary: dict[str, Any], folders: dict[int, Path], run_di
         target = files.write_text(run_dir / "submission" / source.name, source.read_text())
         copied.append(str(target.relative_to(run_dir)))
     return copied
+
+
+def build_model(
+    spec: TaskSpec,
+    model: ModelConfig,
+    attention: AttentionConfig,
+    pad_id: int,
+    encoder_state: dict[str, torch.Tensor] | None = None,
+) -> RobertaForSequenceClassification:
+    """The classifier (head on ``<s>``) with the pretrained encoder loaded when given."""
+    classifier = RobertaForSequenceClassification(model, attention, pad_id, spec.num_labels)
+    if encoder_state is not None:
+        classifier.encoder.load_weights(encoder_state, "pretrained encoder")
+    return classifier
 
 
 def describe_run(cfg, init: Init, specs, seeds, device, run_dir: Path) -> None:

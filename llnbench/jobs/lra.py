@@ -17,6 +17,7 @@ axes of LRA's quality-speed-memory chart (``llnbench report``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from llnbench.data.lra import (
 )
 from llnbench.data.lra_generate import worker_count
 from llnbench.devices import dtype_name
-from llnbench.jobs.glue import preflight
+from llnbench.jobs.glue import build_model, preflight
 from llnbench.jobs.glue_report import mean_std, summarize_task
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
 from llnbench.runs import as_plain, new_run_dir, save_config
@@ -53,7 +54,6 @@ from llnbench.train.finetune import (
     EncodedTask,
     FinetuneRun,
     FinetuneTrainerConfig,
-    build_model,
     read_result,
     run_seed,
 )
@@ -121,8 +121,9 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         validation={"validation": data.splits["validation"], "test": data.splits["test"]},
         test={},
     )
+    new_model = functools.partial(build_model, data.spec, model_cfg, cfg.attention, PAD)
     ft = FinetuneRun(
-        encoded, model_cfg, cfg.attention, PAD, None, trainer_cfg, signature, config, device,
+        encoded, new_model, PAD, trainer_cfg, signature, config, device,
         dist, submission=False,
     )  # fmt: skip
     if dist.is_main:
@@ -208,7 +209,7 @@ def step_memory_mib(ft: FinetuneRun, batch_size: int) -> tuple[float | None, lis
     batch = pad_batch([split[i] for i in longest], PAD)
     ids, mask, labels = (batch[k].to(ft.device) for k in ("input_ids", "attention_mask", "labels"))
     torch.manual_seed(0)
-    model = build_model(ft.data.spec, ft.model, ft.attention, PAD).to(ft.device).train()
+    model = ft.new_model().to(ft.device).train()
     dtype = resolve_precision(ft.trainer.precision, ft.device)
 
     def step() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,6 @@ from llnbench.data.glue import (
     write_submission,
 )
 from llnbench.errors import ConfigError
-from llnbench.model.roberta import ModelConfig, RobertaForSequenceClassification
-from llnbench.schema import AttentionConfig
 from llnbench.tracking import Tracker, to_number, truncate_metrics
 from llnbench.train import checkpoint
 from llnbench.train.config import TrainerConfig
@@ -164,20 +163,6 @@ def encode_splits(
 # Model, prediction, scores
 
 
-def build_model(
-    spec: TaskSpec,
-    model: ModelConfig,
-    attention: AttentionConfig,
-    pad_id: int,
-    encoder_state: dict[str, torch.Tensor] | None = None,
-) -> RobertaForSequenceClassification:
-    """The classifier (head on ``<s>``) with the pretrained encoder loaded when given."""
-    classifier = RobertaForSequenceClassification(model, attention, pad_id, spec.num_labels)
-    if encoder_state is not None:
-        classifier.encoder.load_weights(encoder_state, "pretrained encoder")
-    return classifier
-
-
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, split: EncodedSplit, batch_size: int, pad_id: int, device
@@ -262,10 +247,9 @@ class FinetuneRun:
     """What every seed of one task shares."""
 
     data: EncodedTask
-    model: ModelConfig
-    attention: AttentionConfig
+    # a fresh classifier, called once per seed after seeding: the job builds it (train/ builds none)
+    new_model: Callable[[], torch.nn.Module]
     pad_id: int
-    encoder_state: dict[str, torch.Tensor] | None
     trainer: FinetuneTrainerConfig  # with the task's recipe filled in
     signature: dict[str, Any]  # refuses a checkpoint of another task, shape or initialisation
     config: dict[str, Any]  # the job's resolved config, stored in checkpoints
@@ -290,7 +274,7 @@ def run_seed(run: FinetuneRun, seed: int, folder: Path, tracker: Tracker) -> dic
     """Fine-tune (or continue) one seed in ``folder``; its result on rank 0, None elsewhere."""
     spec, data, dist = run.data.spec, run.data, run.dist
     seed_everything(seed)
-    model = build_model(spec, run.model, run.attention, run.pad_id, run.encoder_state)
+    model = run.new_model()
     batch_size = run.trainer.batch_size or 1
     sampler = EpochSampler(len(data.train), batch_size, seed=seed, dist=dist)
     steps_per_epoch = max(1, sampler.batches_per_epoch // run.trainer.grad_accum)
