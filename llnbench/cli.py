@@ -46,12 +46,31 @@ JOBS: dict[str, tuple[str, str]] = {
 }
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
+
+class JobCommand(typer.core.TyperCommand):
+    """A job's command whose help ends with its config groups, main keys, an example and the
+    override rule, read from conf/ (command_help.py) only when ``--help`` shows it."""
+
+    @property
+    def epilog(self) -> str:
+        from llnbench.command_help import job_help
+
+        return escape(job_help(self.name))
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:  # click sets it in __init__; conf/ decides
+        pass
+
+
+# flags take no value; metavar="" keeps the help from showing one (Typer would print <bool>)
 PrintConfig = Annotated[
-    bool, typer.Option("--print-config", help="Print the composed config and exit.")
+    bool, typer.Option("--print-config", metavar="", help="Print the composed config and exit.")
 ]
 Multirun = Annotated[
     bool,
-    typer.Option("--multirun", "-m", help="Run every combination of comma sweeps, one by one."),
+    typer.Option(
+        "--multirun", "-m", metavar="", help="Run every combination of comma sweeps, one by one."
+    ),
 ]
 
 
@@ -66,6 +85,12 @@ def launch(job: str, overrides: list[str], print_config: bool = False, multirun:
         raise ConfigError(
             f"unknown option {dashed[0]!r} for `llnbench {job}` (see `llnbench {job} --help`); "
             "config overrides are written key=value"
+        )
+    bare = [o for o in overrides if o.lower() in ("true", "false")]
+    if bare:  # `--causal true`: the flag took no value, so the value arrived as an override
+        raise ConfigError(
+            f"{bare[0]!r} is not an override (key=value); flags take no value: write "
+            "--causal or --no-causal, --compile, --print-config"
         )
     combos = sweep_overrides(overrides)
     if len(combos) > 1 and not multirun:
@@ -146,7 +171,7 @@ def options_to_overrides(**options: Any) -> list[str]:
     return [f"{key}={_value(value)}" for key, value in options.items() if value is not None]
 
 
-@app.command(context_settings=EXTRA_ARGS)
+@app.command(context_settings=EXTRA_ARGS, cls=JobCommand)
 @user_errors
 def scale(
     ctx: typer.Context,
@@ -156,7 +181,12 @@ def scale(
         str | None, typer.Option("--attention", help="Comma list of mechanisms, or `all`.")
     ] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="fwd | fwdbwd | both")] = None,
-    causal: Annotated[bool, typer.Option("--causal", help="Causal attention.")] = False,
+    causal: Annotated[
+        bool | None,
+        typer.Option(
+            "--causal/--no-causal", metavar="", help="Causal attention (a flag: no value; off)."
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="B.")] = None,
@@ -177,7 +207,8 @@ def scale(
         typer.Option("--backend", help="LLN backends, one series each: auto,torch,triton,fla."),
     ] = None,
     compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile each timed layer or model.")
+        bool,
+        typer.Option("--compile", metavar="", help="torch.compile each timed layer or model."),
     ] = False,
     print_config: PrintConfig = False,
 ) -> None:
@@ -185,7 +216,7 @@ def scale(
     attentions = [a.strip() for a in attention.split(",") if a.strip()] if attention else None
     overrides = options_to_overrides(
         max_len=max_len, min_len=min_len, attentions=attentions, mode=mode,
-        causal=causal or None, device=device, dtype=dtype, batch_size=batch_size, scope=scope,
+        causal=causal, device=device, dtype=dtype, batch_size=batch_size, scope=scope,
         run_dir=out, heads=heads, head_dim=head_dim, budget_s=budget_s, sdpa_backend=sdpa_backend,
         backends=[b.strip() for b in backend.split(",") if b.strip()] if backend else None,
         compile=compile or None,
@@ -194,7 +225,7 @@ def scale(
 
 
 def _job_command(job: str, summary: str) -> None:
-    @app.command(name=job, context_settings=EXTRA_ARGS, help=summary)
+    @app.command(name=job, context_settings=EXTRA_ARGS, help=summary, cls=JobCommand)
     @user_errors
     def command(
         ctx: typer.Context, print_config: PrintConfig = False, multirun: Multirun = False
@@ -208,7 +239,7 @@ _job_command("analyze", "Concentration instruments: entropy, spectral gap, log-n
 _job_command("lra", "Long Range Arena from scratch: task=listops|pathfinder32|pathfinder64.")
 
 
-@app.command(context_settings=EXTRA_ARGS)
+@app.command(context_settings=EXTRA_ARGS, cls=JobCommand)
 @user_errors
 def report(ctx: typer.Context, print_config: PrintConfig = False) -> None:
     """Collect run directories into one Markdown report with plots: `llnbench report runs/`.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llnbench.cli import app
+from llnbench.command_help import EXAMPLES, job_help
+from llnbench.config import config_dir
 
 runner = CliRunner()
 
@@ -17,11 +21,77 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
-@pytest.mark.parametrize("command", ["scale", "pretrain", "glue", "analyze", "report"])
-def test_every_command_has_help(command: str) -> None:
+def help_of(command: str, monkeypatch) -> str:
+    """``llnbench command --help`` on a wide terminal, trailing padding removed."""
+    monkeypatch.setenv("COLUMNS", "400")
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+    return "\n".join(line.rstrip() for line in result.output.splitlines())
+
+
+@pytest.mark.parametrize("command", ["scale", "pretrain", "glue", "lra", "analyze", "report"])
+def test_every_command_has_help(command: str, monkeypatch) -> None:
+    text = help_of(command, monkeypatch)
+    assert "Usage" in text
+    assert "Main keys" in text and "run_dir=null" in text
+    assert f"Example:\n   {EXAMPLES[command]}" in text
+    assert "Extra arguments are Hydra overrides" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("pretrain", ["attention", "*lln*, lln_diag", "or module:Class", "model", "*tiny*",
+                      "data", "*embedded*, local, wikitext103", "trainer.max_steps=1200",
+                      "experiment", "smoke_gpu, wikitext103_base; default: none"]),
+        ("glue", ["task", "*sst2_rt*", "glue9", "need the network", "model", "default: none",
+                  "trainer.seeds=null"]),
+        ("lra", ["preset", "lra_listops", "task=listops", "listops | pathfinder32 | pathfinder64"]),
+        ("analyze", ["mode=synthetic", "attentions=[softmax,lln,lln_diag,linear_elu,exp]"]),
+        ("report", ["inputs=[runs]", "title=llnbench report"]),
+    ],
+)  # fmt: skip
+def test_help_lists_groups_choices_and_defaults(command: str, shown: list[str], monkeypatch):
+    text = help_of(command, monkeypatch)
+    for piece in shown:
+        assert piece in text, piece
+
+
+def test_help_is_read_from_conf(tmp_path) -> None:
+    """A choice added to conf/ and a changed default show up in the help without code changes."""
+    root = tmp_path / "conf"
+    shutil.copytree(config_dir(), root)
+    (root / "attention" / "my_mech.yaml").write_text("name: my_mech\n")
+    text = (root / "pretrain.yaml").read_text().replace("- model: tiny", "- model: small")
+    (root / "pretrain.yaml").write_text(text.replace("seed: 0", "seed: 7  # the new seed"))
+    body = job_help("pretrain", root)
+    assert "my_mech" in body and "*small*" in body and "*tiny*" not in body
+    assert "seed=7" in body and "the new seed" in body
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_help_examples_compose(command: str) -> None:
+    args = shlex.split(EXAMPLES[command])[1:]
+    result = invoke(*args, "--print-config")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--causal", "true"), ("--no-causal", "false")], ids=["on", "off"]
+)
+def test_causal_is_a_flag_as_the_help_says(flag: str, value: str, monkeypatch) -> None:
+    help_text = help_of("scale", monkeypatch)
+    assert "--causal" in help_text and "--no-causal" in help_text and "no value" in help_text
+    result = invoke("scale", flag, "--print-config")
+    assert result.exit_code == 0 and f"\ncausal: {value}\n" in result.output, result.output
+
+
+def test_a_value_after_a_flag_is_one_line() -> None:
+    result = invoke("scale", "--causal", "true")
+    assert result.exit_code == 2
+    text = result.output.strip()
+    assert "'true' is not an override" in text and "--causal or --no-causal" in text
+    assert len(text.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

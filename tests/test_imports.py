@@ -27,6 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llnbench"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),  # python -m llnbench
     ("cli",),  # Typer: options → overrides, user errors → one line
+    ("command_help",),  # each command's --help body, read from conf/
     ("jobs",),  # one function per command; no Typer or Hydra below cli
     # what the jobs measure and print: analyze's instruments and modes, report's tables
     ("analysis", "reporting"),
