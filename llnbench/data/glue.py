@@ -17,11 +17,16 @@ import torch
 
 from llnbench.data import MOVIE_REVIEWS_ASSET, read_asset
 from llnbench.data.batching import EncodedSplit
+from llnbench.data.hub import require_hub
 from llnbench.errors import ConfigError, DataError, one_of
 
 HUB_DATASET = "nyu-mll/glue"
 OFFLINE_FLAGS = "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE"
 SOURCES = ("hub", "local", "embedded")
+OFFLINE_WAY_OUT = (
+    "use task=sst2_rt (embedded SST-2 stand-in) or data.source=local with data.train_file=… "
+    "data.validation_file=…"
+)
 INDEX_COLUMNS = ("idx", "index", "Index", "id")  # tried in order when the file has one
 
 
@@ -231,14 +236,14 @@ def load_task(spec: TaskSpec, cfg: GlueDataConfig | None = None) -> dict:
 def _hub_error(spec: TaskSpec, exc: Exception) -> DataError:
     return DataError(
         f"cannot load GLUE task {spec.name} ({HUB_DATASET}, {spec.hub_config}) from the hub "
-        f"({type(exc).__name__}); offline ({OFFLINE_FLAGS}=1) or without a network use "
-        "task=sst2_rt (embedded SST-2 stand-in) or data.source=local with data.train_file=… "
-        "data.validation_file=…"
+        f"({type(exc).__name__}); offline ({OFFLINE_FLAGS}=1) or without a network "
+        f"{OFFLINE_WAY_OUT}"
     )
 
 
 def load_hub(spec: TaskSpec) -> dict:
     """``nyu-mll/glue`` with the label cast to a plain int64/float32 column."""
+    require_hub(f"GLUE task {spec.name} ({HUB_DATASET}, {spec.hub_config})", OFFLINE_WAY_OUT)
     import datasets
 
     try:

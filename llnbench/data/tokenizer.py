@@ -16,6 +16,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from llnbench.data import GPT2_MERGES_ASSET, GPT2_VOCAB_ASSET, read_asset
+from llnbench.data.hub import require_hub
 from llnbench.errors import DataError
 
 EMBEDDED = "embedded"
@@ -141,6 +142,10 @@ def load_tokenizer(name: str = EMBEDDED) -> RobertaTokenizer:
         return RobertaTokenizer(build_embedded_tokenizer(), EMBEDDED)
     if Path(name).is_dir():
         return RobertaTokenizer(tokenizer_from_folder(Path(name)), name)
+    require_hub(
+        f"tokenizer {name!r}", f"use data.tokenizer={EMBEDDED} (the vendored GPT-2 BPE)",
+        flag="HF_HUB_OFFLINE",
+    )  # fmt: skip
     try:
         tok = Tokenizer.from_pretrained(name)
     except Exception as exc:  # hub client raises several types (offline, 404, HTTP, OSError)
