@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 from helpers import tiny_pretrain_args
 from typer.testing import CliRunner
 
 from llnbench.cli import app
-from llnbench.reporting.discover import Run
-from llnbench.reporting.sections import glue_section
+from llnbench.reporting.discover import Run, find_runs
+from llnbench.reporting.sections import cell, glue_section, table
 
 
 def invoke(*args: str):
@@ -24,8 +27,14 @@ def test_report_collects_scale_pretrain_and_analyze_runs(tmp_path) -> None:
     invoke("pretrain", *tiny_pretrain_args(tmp_path, runs / "pretrain-lln", "attention=lln"))
     invoke("analyze", "s2=[0.5,2.0]", "seq_len=64", "draws=1", "attentions=[softmax,lln]",
            "wandb.mode=disabled", f"run_dir={runs / 'analyze'}")  # fmt: skip
+    # the GPU check's own tiny runs (make gpu-check --dry-run) are not the user's
+    shutil.copytree(runs / "analyze", runs / "gpu-check" / "20261204" / "analyze")
     out = tmp_path / "report"
     result = invoke("report", str(runs), f"run_dir={out}")
+    assert "report: 1 scale run, 1 pretrain run, 0 glue runs, 1 analyze run, 0 lra runs;" in (
+        result.output
+    )  # counted in words, not printed as a Python dict
+    assert "{'" not in result.output and "left out" in result.output
     text = (out / "report.md").read_text()
     assert "## Time and memory vs sequence length" in text and "| 64 |" in text
     assert "32.1 GB / 6.8 s" in text  # the paper's Table 2 beside ours
@@ -45,6 +54,26 @@ def test_report_without_runs_is_one_line(tmp_path) -> None:
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
     assert not (tmp_path / "out").exists()  # nothing written for a failed report
+
+
+def _fake_run(folder, job: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"job": job, "tasks": {}}))
+
+
+def test_runs_under_gpu_check_count_only_when_named(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    _fake_run(runs / "glue" / "mine", "glue")
+    _fake_run(runs / "gpu-check" / "20261204" / "glue-tiny", "glue")
+    _fake_run(runs / "gpu-check" / "20261204" / "lra-tiny", "lra")
+    left_out: list = []
+    found = find_runs([str(runs)], left_out=left_out)
+    assert [r.path.name for r in found["glue"]] == ["mine"] and not found["lra"]
+    assert left_out == [runs / "gpu-check"]
+    named = find_runs([str(runs / "gpu-check")], left_out=left_out)
+    assert [r.path.name for r in named["glue"]] == ["glue-tiny"] and len(named["lra"]) == 1
+    stamp = find_runs([str(runs / "gpu-check" / "20261204")])
+    assert len(stamp["glue"]) == 1
 
 
 def glue_run(tmp_path, folder: str, attention: str, pretrained: str | None, scores: dict) -> Run:
@@ -72,6 +101,14 @@ def test_glue_section_averages_the_papers_tasks_and_keeps_controls_apart(tmp_pat
     assert "70.0 ± 1.0" in rows["softmax (from scratch)"]
     assert "92.0 ± 1.0" in rows["softmax [e]"]
     assert "from scratch (no pretraining)" in text
+    assert "seeds 0, 1 [a]" in text and "[0, 1]" not in text  # values as text, not Python reprs
     assert len(csv_rows) == 4 + 4 + 1 + 1
     assert "no GLUE runs found for lln_diag" in missing
     assert not [m for m in missing if "from scratch" in m or "[e]" in m]
+
+
+def test_cells_are_text_not_python_reprs() -> None:
+    assert cell(None) == "—" and cell([]) == "—"
+    assert cell({"name": "lln", "options": {"eps": 1e-6}}) == "name=lln, options=eps=1e-06"
+    assert cell([0, 1, 2]) == "0, 1, 2"
+    assert "{" not in table(["a"], [[{"k": 1}]]) and "| k=1 |" in table(["a"], [[{"k": 1}]])

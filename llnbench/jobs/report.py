@@ -42,8 +42,14 @@ class ReportConfig:
 
 def run(cfg: ReportConfig) -> Path:
     problems: list[str] = []  # unreadable files, named in the report instead of stopping it
+    left_out: list[Path] = []  # runs/gpu-check/ below an input: the GPU check's own tiny runs
     found = find_runs(cfg.inputs, exclude=Path(cfg.run_dir) if cfg.run_dir else None,
-                      problems=problems)  # fmt: skip
+                      problems=problems, left_out=left_out)  # fmt: skip
+    for folder in left_out:
+        console.print(
+            f"report: left out {folder} (the GPU check's own runs; name it to include them)",
+            markup=False, highlight=False,
+        )  # fmt: skip
     counts = {job: len(runs) for job, runs in found.items()}
     if not any(counts.values()):
         unreadable = f" ({len(problems)} unreadable: {problems[0]})" if problems else ""
@@ -67,7 +73,7 @@ def run(cfg: ReportConfig) -> Path:
     header = (
         f"# {cfg.title}\n\nGenerated {datetime.datetime.now():%Y-%m-%d %H:%M} from "
         f"{', '.join(f'`{i}`' for i in cfg.inputs)}: "
-        + ", ".join(f"{n} {job} run{'s' if n != 1 else ''}" for job, n in counts.items())
+        + run_counts(counts)
         + ". Every measured number comes from those run directories, with its device and dtype; "
         "published numbers are marked as such.\n"
     )
@@ -76,9 +82,14 @@ def run(cfg: ReportConfig) -> Path:
     )
     body = "\n".join(text for text, _, _ in sections if text)
     files.write_text(run_dir / "report.md", f"{header}\n{body}\n{gaps}\n")
-    console.print(f"report: {counts}; missing: {len(missing)}")
+    console.print(f"report: {run_counts(counts)}; missing pieces: {len(missing)}", markup=False)
     for note in missing:
         kind = "skipped" if note.startswith("skipped ") or note in run_notes else "missing"
         console.print(f"  [yellow]{kind}[/yellow] {escape(note.removeprefix('skipped '))}")
     console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold] (report.md)")
     return run_dir
+
+
+def run_counts(counts: dict[str, int]) -> str:
+    """``2 pretrain runs, 1 glue run, 0 lra runs``: every job, in the report's order."""
+    return ", ".join(f"{n} {job} run{'s' if n != 1 else ''}" for job, n in counts.items())

@@ -14,6 +14,9 @@ from llnbench.errors import DataError
 from llnbench.tracking import read_jsonl
 
 JOBS = ("scale", "pretrain", "glue", "analyze", "lra")
+# Folders below an input that hold tooling runs, not the user's own: `make gpu-check` (and its
+# --dry-run) writes tiny runs of every job under runs/gpu-check/. Named as an input, they count.
+SKIPPED_UNLESS_NAMED = ("gpu-check",)
 
 
 @dataclass
@@ -89,13 +92,18 @@ def job_of(path: Path, results: dict[str, Any]) -> str | None:
 
 
 def find_runs(
-    inputs: list[str], exclude: Path | None = None, problems: list[str] | None = None
+    inputs: list[str],
+    exclude: Path | None = None,
+    problems: list[str] | None = None,
+    left_out: list[Path] | None = None,
 ) -> dict[str, list[Run]]:
     """Every run directory (a folder with results.json) below the inputs, grouped by job.
 
     A run whose results.json or config.yaml cannot be read is left out, and the reason appended
-    to ``problems``, so one damaged folder never hides the others."""
+    to ``problems``, so one damaged folder never hides the others. Folders named in
+    ``SKIPPED_UNLESS_NAMED`` below an input are not searched; they are appended to ``left_out``."""
     problems = [] if problems is None else problems
+    left_out = [] if left_out is None else left_out
     found: dict[str, list[Run]] = {job: [] for job in JOBS}
     seen: set[Path] = set()
     for given in inputs:
@@ -104,11 +112,14 @@ def find_runs(
             raise DataError(f"report input {given!r} does not exist")
         if not root.is_dir():
             raise DataError(f"report input {given!r} is a file; give run directories (or runs/)")
-        candidates = sorted(
-            Path(folder) / "results.json"
-            for folder, _, names in os.walk(root, followlinks=True)
-            if "results.json" in names
-        )
+        candidates = []
+        for folder, dirs, names in os.walk(root, followlinks=True):
+            for name in [d for d in dirs if d in SKIPPED_UNLESS_NAMED]:
+                dirs.remove(name)  # os.walk then does not descend into it
+                left_out.append(Path(folder) / name)
+            if "results.json" in names:
+                candidates.append(Path(folder) / "results.json")
+        candidates.sort()
         for results_path in candidates:
             path = results_path.parent.resolve()
             if path in seen or (exclude is not None and path == exclude.resolve()):

@@ -18,9 +18,21 @@ from llnbench.reporting.discover import Run
 Section = tuple[str, list[dict[str, Any]], list[str]]
 
 
+def cell(value: Any) -> str:
+    """A value as report text: ``—`` for none, ``k=v, ...`` for a mapping, ``a, b`` for a list
+    (never a Python repr)."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(v) for v in value) or "—"
+    return str(value)
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("—" if c is None else str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -295,7 +307,7 @@ def _glue_context(run: Run) -> str:
     )
     return (
         f"{model.get('name')} ({model.get('layers')} layers × {model.get('hidden')}), {source}, "
-        f"{r.get('device')} {r.get('precision')}, seeds {r.get('seeds')} [{run.path.name}]"
+        f"{r.get('device')} {r.get('precision')}, seeds {cell(r.get('seeds'))} [{run.path.name}]"
     )
 
 
