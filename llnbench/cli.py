@@ -55,7 +55,10 @@ class JobCommand(typer.core.TyperCommand):
     def epilog(self) -> str:
         from llnbench.command_help import job_help
 
-        return escape(job_help(self.name))
+        try:
+            return escape(job_help(self.name))
+        except Exception as err:  # a damaged conf/ must not break --help itself
+            return escape(f"(the config summary could not be read from conf/: {err})")
 
     @epilog.setter
     def epilog(self, value: str | None) -> None:  # click sets it in __init__; conf/ decides
