@@ -45,8 +45,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("console", "files", "errors", ""),  # utilities everything may use
 )
 
-# Edges known to be wrong and being fixed on other branches. Each is skipped by both checks
-# below; the lead empties this after merging the fixes, and the test then holds without it.
+# Edges known to be wrong, skipped by both checks below. The first two are fixed on helper H3's
+# branch: remove them after merging it (test_known_edges_still_exist insists once they are gone).
+# The third is fixed on no branch yet (attention/ is not H8's): remove it with its fix. Empty
+# is the goal; nothing new belongs here without a reviewed reason.
 KNOWN_EDGES: dict[tuple[str, str], str] = {
     # helper H3's branch: gpu_check runs its dry run without the CLI (a job runner below cli)
     ("llnbench.bench.gpu_check", "llnbench.cli"): "bench imports cli (runs up)",
