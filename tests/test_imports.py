@@ -54,9 +54,6 @@ KNOWN_EDGES: dict[tuple[str, str], str] = {
     ("llnbench.bench.gpu_check", "llnbench.cli"): "bench imports cli (runs up)",
     # helper H3's branch: Step moves below both, breaking gpu_check ↔ gpu_summary
     ("llnbench.bench.gpu_summary", "llnbench.bench.gpu_check"): "cycle gpu_check ↔ gpu_summary",
-    # found by this test, not owned by H8: Attention.__init__ reaches back into the registry
-    # (attention/__init__.py imports base.py) for the list of causal mechanisms in an error
-    ("llnbench.attention.base", "llnbench.attention"): "cycle attention ↔ attention.base",
 }
 
 

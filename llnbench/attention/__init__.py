@@ -134,6 +134,11 @@ def build_attention(
     """Build a registered mechanism; unknown names/options, ill-typed option values and
     unsupported causality raise a ConfigError."""
     cls = attention_class(name)
+    if causal and not cls.supports_causal:
+        raise ConfigError(
+            f"attention {cls.name!r} has no causal form; causal attentions: "
+            f"{', '.join(causal_attentions())}"
+        )
     values = check_options(name, options)
     return cls(num_heads=num_heads, head_dim=head_dim, causal=causal, dropout=dropout, **values)
 

@@ -71,12 +71,8 @@ class Attention(nn.Module, abc.ABC):
     ):
         super().__init__()
         if causal and not self.supports_causal:
-            from llnbench.attention import causal_attentions
-
-            raise ConfigError(
-                f"attention {self.name!r} has no causal form; causal attentions: "
-                f"{', '.join(causal_attentions())}"
-            )
+            # build_attention names the causal mechanisms; the base class cannot reach the registry
+            raise ConfigError(f"attention {self.name!r} has no causal form")
         if num_heads < 1 or head_dim < 1:
             raise ConfigError(
                 f"num_heads and head_dim must be positive, got {num_heads}, {head_dim}"
