@@ -42,9 +42,10 @@ NO_RESULT_KEYS = (
 _JOB_MARKERS = (("scale.json", "scale"), ("checkpoint.pt", "pretrain"), ("lra_curves.png", "lra"))
 # resolved run directory -> (the path as given, descriptor of its locked lock file)
 _held: dict[Path, tuple[Path, int]] = {}
-# run directories this process created (with the first folder it created above each): removed
-# again at release when they hold nothing but their lock
-_created: dict[Path, Path] = {}
+# run directories that held nothing when this process locked them -> the topmost folder it
+# created for them (None: the folder was there, empty): at release, when they still hold
+# nothing but the lock and the run record, those go, and the folders this process created
+_created: dict[Path, Path | None] = {}
 
 
 def new_run_dir(job: str, label: str, explicit: str | None = None) -> Path:
@@ -125,9 +126,9 @@ def lock_run_dir(path: Path, created: Path | None = None) -> None:
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
     _held[key] = (path, fd)
-    if created is not None:
-        _created[key] = created
     remove_stale_temporaries(path)
+    if created is not None or not _used(path):
+        _created[key] = created
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -161,15 +162,21 @@ def release_run_dirs() -> None:
     _created.clear()
 
 
-def _remove_if_unused(path: Path, top: Path) -> None:
-    """A run that never started (its data check failed, say) leaves no folder behind: remove
-    ``path`` when it holds only the lock and the run record, then its empty parents up to
-    ``top``, the first folder this process created."""
+def _used(path: Path) -> bool:
+    return bool({p.name for p in path.iterdir()} - {LOCK, RECORD})
+
+
+def _remove_if_unused(path: Path, top: Path | None) -> None:
+    """A run that never started (its data check failed, say) leaves nothing behind: when
+    ``path`` holds only the lock and the run record, remove them, then ``path`` and its empty
+    parents up to ``top``, the first folder this process created (None: keep the folder)."""
     try:
-        if {p.name for p in path.iterdir()} - {LOCK, RECORD}:
+        if _used(path):
             return
         for name in (LOCK, RECORD):
             (path / name).unlink(missing_ok=True)
+        if top is None:
+            return
         folder = path
         while True:
             folder.rmdir()
@@ -214,19 +221,24 @@ def save_config(run_dir: Path, cfg: Any) -> Path:
 # One run per directory
 
 
-def open_run_dir(job: str, label: str, explicit: str | None, cfg: Any | None = None) -> Path:
+def open_run_dir(
+    job: str, label: str, explicit: str | None, cfg: Any | None = None, may_differ: tuple = ()
+) -> Path:
     """:func:`new_run_dir`, then :func:`claim_run_dir` for ``job`` and ``cfg``."""
     path = new_run_dir(job, label, explicit)
-    claim_run_dir(path, job, cfg)
+    claim_run_dir(path, job, cfg, may_differ)
     return path
 
 
-def claim_run_dir(run_dir: Path, job: str, cfg: Any | None = None) -> None:
+def claim_run_dir(
+    run_dir: Path, job: str, cfg: Any | None = None, may_differ: tuple[str, ...] = ()
+) -> None:
     """Refuse ``run_dir`` when it holds another job's run, or (``cfg`` given) a run whose
     config.yaml differs from ``cfg`` in a key that can change the result; then record ``job``.
 
     Call it right after :func:`new_run_dir`, before anything is read from or written into the
-    directory, with the config that :func:`save_config` will write (derived values resolved)."""
+    directory, with the config that :func:`save_config` will write (derived values resolved).
+    ``may_differ``: keys the job keeps apart itself (GLUE and LRA seeds: one folder each)."""
     found = run_job(run_dir)
     if found is not None and found != job:
         raise ConfigError(
@@ -237,7 +249,7 @@ def claim_run_dir(run_dir: Path, job: str, cfg: Any | None = None) -> None:
     if cfg is not None:
         saved = _saved_config(run_dir)
         if saved is not None:
-            diffs = config_differences(saved, as_plain(cfg))
+            diffs = config_differences(saved, as_plain(cfg), may_differ)
             if diffs:
                 shown = "; ".join(f"{k}: ran {a!r}, now {b!r}" for k, a, b in diffs[:4])
                 more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
@@ -267,20 +279,25 @@ def run_job(run_dir: Path) -> str | None:
     return None
 
 
-def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+def config_differences(
+    saved: dict[str, Any], wanted: dict[str, Any], may_differ: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
     """(key, ran, now) for each result-changing key where the configs differ (``None`` stands
     for a key one side lacks); a mechanism's name first: another mechanism's options differ too."""
     ran, now = _flat(saved), _flat(wanted)
     out = [
         (key, ran.get(key), now.get(key))
         for key in sorted(set(ran) | set(now))
-        if not _no_result(key) and (key not in ran or key not in now or ran[key] != now[key])
+        if not _no_result(key, may_differ)
+        and (key not in ran or key not in now or ran[key] != now[key])
     ]
     return sorted(out, key=lambda diff: not diff[0].endswith(".name"))
 
 
-def _no_result(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") or key.endswith(f".{k}") for k in NO_RESULT_KEYS)
+def _no_result(key: str, also: tuple[str, ...] = ()) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in also) or any(
+        key == k or key.startswith(f"{k}.") or key.endswith(f".{k}") for k in NO_RESULT_KEYS
+    )
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
