@@ -97,6 +97,10 @@ def lock_run_dir(path: Path, created: Path | None = None) -> None:
     if key in _held:
         return
     lock = path / LOCK
+    if (lock.exists() or lock.is_symlink()) and not lock.is_file():  # a FIFO, /dev/full, ...
+        raise ConfigError(
+            f"{lock} is not a regular file; remove it (llnbench makes its lock file there)"
+        )
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as err:
@@ -122,9 +126,13 @@ def lock_run_dir(path: Path, created: Path | None = None) -> None:
             markup=False,
             highlight=False,
         )
-    os.ftruncate(fd, 0)
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
+    except OSError as err:  # a full disk
+        os.close(fd)
+        raise ConfigError(f"cannot write the lock file {lock}: {err.strerror}") from None
     _held[key] = (path, fd)
     remove_stale_temporaries(path)
     if created is not None or not _used(path):
@@ -214,7 +222,16 @@ def _plain(value: Any) -> Any:
 
 
 def save_config(run_dir: Path, cfg: Any) -> Path:
-    return files.write_text(run_dir / "config.yaml", yaml.safe_dump(as_plain(cfg), sort_keys=False))
+    text = yaml.safe_dump(as_plain(cfg), sort_keys=False)
+    return _written(run_dir / CONFIG, lambda path: files.write_text(path, text))
+
+
+def _written(path: Path, write) -> Path:
+    """``write(path)``, with an OS error (a full disk, a read-only folder) as one line."""
+    try:
+        return write(path)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or type(err).__name__}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +251,9 @@ def claim_run_dir(
     run_dir: Path, job: str, cfg: Any | None = None, may_differ: tuple[str, ...] = ()
 ) -> None:
     """Refuse ``run_dir`` when it holds another job's run, or (``cfg`` given) a run whose
-    config.yaml differs from ``cfg`` in a key that can change the result; then record ``job``.
+    config.yaml differs from ``cfg`` in a key that can change the result, where it holds a
+    checkpoint or a result to continue from (a run that never saved one simply starts over);
+    then record ``job``.
 
     Call it right after :func:`new_run_dir`, before anything is read from or written into the
     directory, with the config that :func:`save_config` will write (derived values resolved).
@@ -246,7 +265,7 @@ def claim_run_dir(
             f"in it (its files would be replaced): choose another run_dir, or leave run_dir "
             "unset for a fresh folder"
         )
-    if cfg is not None:
+    if cfg is not None and holds_state(run_dir):  # else nothing of that run is continued
         saved = _saved_config(run_dir)
         if saved is not None:
             diffs = config_differences(saved, as_plain(cfg), may_differ)
@@ -259,7 +278,13 @@ def claim_run_dir(
                     "another run_dir for these"
                 )
     if found is None:
-        files.write_json(run_dir / RECORD, {"job": job})
+        _written(run_dir / RECORD, lambda path: files.write_json(path, {"job": job}))
+
+
+def holds_state(run_dir: Path) -> bool:
+    """Does ``run_dir`` hold something a rerun continues or reuses (a checkpoint, a result)?"""
+    names = ("checkpoint.pt", "result.json", "results.json")
+    return any(any(run_dir.glob(f"{deep}{name}")) for deep in ("", "*/", "*/*/") for name in names)
 
 
 def run_job(run_dir: Path) -> str | None:

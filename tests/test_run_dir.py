@@ -152,6 +152,9 @@ def test_the_job_of_a_folder_is_its_record_or_what_it_left(tmp_path, files_there
 
 def test_seed_keys_may_differ_where_the_job_keeps_seeds_apart(tmp_path) -> None:
     files.write_text(tmp_path / "config.yaml", yaml.safe_dump({"seed": 0, "trainer": {"lr": 1}}))
+    runs.claim_run_dir(tmp_path, "glue", {"seed": 3, "trainer": {"lr": 2}})  # nothing saved yet
+    (tmp_path / "sst2" / "seed0").mkdir(parents=True)
+    (tmp_path / "sst2" / "seed0" / "checkpoint.pt").write_bytes(b"")
     runs.claim_run_dir(tmp_path, "glue", {"seed": 3, "trainer": {"lr": 1}}, ("seed",))
     with pytest.raises(ConfigError, match=r"\(seed: ran 0, now 3\)"):
         runs.claim_run_dir(tmp_path, "glue", {"seed": 3, "trainer": {"lr": 1}})
@@ -159,6 +162,7 @@ def test_seed_keys_may_differ_where_the_job_keeps_seeds_apart(tmp_path) -> None:
 
 def test_garbled_config_yaml_is_one_line(tmp_path) -> None:
     (tmp_path / "config.yaml").write_bytes(b"\xff\xfe: [")
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match="config.yaml cannot be read"):
         runs.claim_run_dir(tmp_path, "pretrain", {"seed": 0})
 
@@ -308,3 +312,13 @@ def test_garbled_seed_result_is_named_with_the_way_out(tmp_path) -> None:
     text = str(caught.value)
     assert f"{tmp_path / 'result.json'} is damaged" in text and "delete it" in text
     assert len(text.splitlines()) == 1
+
+
+def test_a_lock_file_that_is_no_regular_file_is_one_line(tmp_path) -> None:
+    os.mkfifo(tmp_path / runs.LOCK)
+    with pytest.raises(ConfigError, match=r"\.llnbench\.lock is not a regular file; remove it"):
+        runs.lock_run_dir(tmp_path)
+    (tmp_path / runs.LOCK).unlink()
+    (tmp_path / runs.LOCK).symlink_to("/dev/full")
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        runs.lock_run_dir(tmp_path)
