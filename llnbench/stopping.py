@@ -5,6 +5,8 @@ KeyboardInterrupt: every file is written atomically, so stopping anywhere leaves
 state. Inside :func:`deferred` (the Trainer's loop) it only sets a flag; the loop finishes its
 step, writes its checkpoint and then raises, so the rerun resumes from exactly that step.
 The CLI turns :class:`Terminated` into one line and exit code 143 (128 + SIGTERM).
+:func:`held` keeps both SIGTERM and Ctrl-C out of a write that must not be cut (torch.save turns
+an exception raised inside it into its own RuntimeError); they take effect as it ends.
 """
 
 from __future__ import annotations
@@ -76,3 +78,23 @@ def deferred() -> Iterator[Deferral]:
                 _state.requested = False
     if pending:
         raise Terminated("stopped by SIGTERM")
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """For the duration, SIGINT (Ctrl-C) and SIGTERM are recorded, not acted on; on exit each one
+    that arrived is raised again under the handlers from before, so Ctrl-C still ends in
+    KeyboardInterrupt and SIGTERM in :class:`Terminated` (or a deferred stop) right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(arrived):
+            signal.raise_signal(s)

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from llnbench import files
 from llnbench.console import err_console as console
+from llnbench.errors import LlnbenchError
 from llnbench.schema import WandbConfig
 
 
@@ -51,6 +52,25 @@ def to_number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN/inf (nested in dicts and lists too) as None: strict JSON, which
+    ``json.dumps`` alone is not (it writes a bare ``NaN``)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return to_number(value)
+
+
+def write_failed(path: Path, err: OSError) -> LlnbenchError:
+    """A run's file that could not be written (a full disk, say), as one line naming it."""
+    reason = err.strerror or type(err).__name__
+    return LlnbenchError(
+        f"cannot write {path}: {reason}; every file written before is intact: free space (or "
+        "fix the folder) and rerun the same command to continue"
+    )
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
@@ -103,7 +123,10 @@ def truncate_metrics(path: Path, step: int, where: dict[str, Any] | None = None)
             markup=False,
             highlight=False,
         )
-    files.atomic_write(path, lambda handle: handle.write(b"".join(kept)))
+    try:
+        files.atomic_write(path, lambda handle: handle.write(b"".join(kept)))
+    except OSError as err:
+        raise write_failed(path, err) from None
 
 
 def _step(row: dict[str, Any]) -> float:
@@ -160,8 +183,11 @@ class Tracker:
             return
         row = {"step": step} if step is not None else {}
         row.update({k: to_number(v) for k, v in metrics.items()})
-        with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        try:
+            with self.metrics_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        except OSError as err:  # a torn last line is mended by the next start
+            raise write_failed(self.metrics_path, err) from None
         if self._wandb is not None:
             self._call_wandb(
                 lambda run: run.log(row, step=step) if step is not None else run.log(row)
@@ -189,7 +215,11 @@ class Tracker:
         if not self.enabled:
             return
         if results is not None:  # "job" lets `llnbench report` sort run directories
-            files.write_json(self.run_dir / "results.json", {"job": self.job, **results})
+            path = self.run_dir / "results.json"
+            try:
+                files.write_json(path, json_safe({"job": self.job, **results}))
+            except OSError as err:
+                raise write_failed(path, err) from None
         if self._wandb is not None:
             if results is not None:
                 flat = {k: to_number(v) for k, v in _flatten(results).items()}

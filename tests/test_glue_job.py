@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import WORDS, tiny_pretrain_args
 from scipy.stats import rankdata
 from typer.testing import CliRunner
@@ -314,6 +315,24 @@ def test_finetune_from_pretraining_run(pretrained, tmp_path) -> None:
     assert results["init"] == {"pretrained": str(pretrained / "checkpoint.pt"), "step": 6}
     assert results["attention"]["name"] == "lln" and results["model"]["hidden"] == 64
     assert results["tasks"]["sst2"]["recipe"] == {"lr": 1e-5, "batch_size": 8, "epochs": 1.0}
+    ran = yaml.safe_load((run_dir / "config.yaml").read_text())  # what was derived, resolved
+    assert ran["attention"]["name"] == "lln" and ran["model"]["hidden"] == 64
+    assert ran["task"]["recipes"] == {"sst2": {"lr": 1e-5, "batch_size": 8, "epochs": 1.0}}
+    assert ran["task"]["lr"] == 1e-5 and ran["trainer"]["seeds"] == [0]
+    assert ran["tokenizer"] == results["tokenizer"]
+
+    result_file = run_dir / "sst2" / "seed0" / "result.json"
+    result_file.write_bytes(b'{"metrics": \xff')  # garbled: the rerun names it and the way out
+    text = one_line_error(glue(*args, f"run_dir={run_dir}"))
+    assert f"{result_file} is damaged" in text and "delete it" in text
+    result_file.unlink()  # the way out: scored again from the seed's checkpoints
+    result = glue(*args, f"run_dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    again = json.loads((run_dir / "results.json").read_text())
+    seed0 = results["tasks"]["sst2"]["seeds"]["0"]["metrics"]
+    assert again["tasks"]["sst2"]["seeds"]["0"]["metrics"] == seed0
+    text = one_line_error(glue(*args, "trainer.lr=1e-3", f"run_dir={run_dir}"))
+    assert "holds a glue run of other settings (task.lr: ran 1e-05, now 0.001" in text
 
     for override, message in [
         ("attention=softmax", "attention.name: checkpoint 'lln' vs requested 'softmax'"),

@@ -138,6 +138,7 @@ def test_pretrain_continues_an_hf_checkpoint_then_exports_it_back(hf_folder, tmp
     run_dir = tmp_path / "pretrain"
     args = tiny_pretrain_args(tmp_path, run_dir, f"pretrained=hf:{hf_folder}", "attention=softmax",
                               "trainer.max_steps=2", "trainer.lr=1e-12")  # fmt: skip
+    args = [a for a in args if not a.startswith("model.")]  # the shape is the checkpoint's
     result = runner.invoke(app, ["pretrain", *args])
     assert result.exit_code == 0, result.output
     pre = load_pretrained(run_dir)
@@ -220,3 +221,83 @@ def test_refused_checkpoints(hf_folder: Path, tmp_path: Path) -> None:
     (tmp_path / "full" / "x").write_text("")
     result = runner.invoke(app, ["export", str(hf_folder), str(tmp_path / "full")])
     assert result.exit_code == 2 and "is not an empty folder" in result.output
+
+
+def _damaged(hf_folder: Path, tmp_path: Path, damage) -> Path:
+    """A copy of the checkpoint folder with ``damage(folder)`` applied."""
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(hf_folder, folder)
+    damage(folder)
+    return folder
+
+
+def _edit_config(**changes):
+    def damage(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+    return damage
+
+
+def _write(name: str, text: str):
+    return lambda folder: (folder / name).write_text(text)
+
+
+def _index_not_json(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors.index.json").write_text("{not json")
+
+
+def _one_weight_reshaped(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    state["roberta.encoder.layer.1.intermediate.dense.weight"] = torch.zeros(63, 32)
+    save_file(state, folder / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_write("config.json", "[1, 2]"), "config.json holds a JSON list; expected an object"),
+        (_edit_config(hidden_size="32"),
+         "config.json field hidden_size is '32' (string); expected an integer"),
+        (_edit_config(hidden_size=64),
+         "model.safetensors: tensor roberta.embeddings.position_embeddings.weight has shape "
+         "(34, 32); config.json (hidden_size, intermediate_size, vocab_size, ...) gives it (34, 64)"),
+        (_edit_config(pad_token_id=None),
+         "config.json field pad_token_id is None (null); expected an integer"),
+        (_edit_config(num_attention_heads=3),
+         "num_attention_heads is 3 (integer); expected a divisor of hidden_size=32"),
+        (_edit_config(num_hidden_layers=1),
+         "the weights hold 2 encoder layers (roberta.encoder.layers 0..1) but config.json field "
+         "num_hidden_layers is 1"),
+        (_edit_config(llnbench=[1]), "config.json field llnbench is [1] (list); expected an object"),
+        (_index_not_json, "model.safetensors.index.json is not valid JSON"),
+        (_one_weight_reshaped,
+         "model.safetensors: tensor roberta.encoder.layer.1.intermediate.dense.weight has shape "
+         "(63, 32); config.json (hidden_size, intermediate_size, vocab_size, ...) gives it (64, 32)"),
+    ],
+    ids=["config-list", "hidden-string", "hidden-vs-weights", "pad-null", "heads-divisor",
+         "fewer-layers-than-weights", "llnbench-entry-list", "index-not-json", "weight-shape"],
+)  # fmt: skip
+def test_damaged_hf_folder_is_one_clear_error(hf_folder, tmp_path, damage, message) -> None:
+    folder = _damaged(hf_folder, tmp_path, damage)
+    with pytest.raises(LlnbenchError) as caught:
+        load_hf_pretrained(f"hf:{folder}")
+    text = str(caught.value)
+    assert message in text and len(text.splitlines()) == 1, text
+    assert text.startswith(f"pretrained=hf:{folder}: ")
+
+
+def test_pretrain_refuses_a_model_that_differs_from_the_hf_checkpoint(hf_folder, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    args = tiny_pretrain_args(tmp_path, run_dir, f"pretrained=hf:{hf_folder}", "model=small")
+    result = runner.invoke(app, ["pretrain", *args])
+    text = result.output.strip()
+    assert result.exit_code == 2 and len(text.splitlines()) == 1, text
+    assert "model=small differs from the checkpoint's config.json (model.layers=" in text
+    assert "drop model= and model.* overrides" in text
+    assert not run_dir.exists()  # refused before a run directory was made

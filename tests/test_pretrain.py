@@ -64,6 +64,12 @@ def test_checkpoint_of_another_attention_is_refused(tmp_path) -> None:
     assert pretrain(*tiny_pretrain_args(tmp_path, run_dir, "attention=softmax")).exit_code == 0
     result = pretrain(*tiny_pretrain_args(tmp_path, run_dir, "attention=lln"))
     assert result.exit_code == 2
+    assert "holds a pretrain run of other settings (attention.name: ran 'softmax', now 'lln'" in (
+        result.output
+    )
+    (run_dir / "config.yaml").unlink()  # the checkpoint's own signature still guards it
+    result = pretrain(*tiny_pretrain_args(tmp_path, run_dir, "attention=lln"))
+    assert result.exit_code == 2
     assert "does not match the requested config (attention.name: checkpoint 'softmax'" in (
         result.output
     )

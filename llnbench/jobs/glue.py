@@ -42,13 +42,14 @@ from llnbench.model.roberta import (
     human_count,
     shape_signature,
 )
-from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 from llnbench.train import checkpoint, distributed
 from llnbench.train.config import resolve_precision
 from llnbench.train.finetune import (
     RESULT,
+    SEED_KEYS,
     FinetuneRun,
     FinetuneTrainerConfig,
     encode_splits,
@@ -280,8 +281,10 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
         check_pad_id(init.pretrained, tokenizer.pad_id)
     raw = {s.name: load_data(s, cfg.data_for(s)) for s in specs}  # bad data stops us here
     label = f"{cfg.task.name}-{init.attention.name}"
+    cfg = resolved_config(cfg, init, trainers, seeds)  # config.yaml states what runs
     run_dir = Path(distributed.broadcast(
-        str(new_run_dir("glue", label, cfg.run_dir)) if dist.is_main else None, dist
+        str(open_run_dir("glue", label, cfg.run_dir, cfg, SEED_KEYS)) if dist.is_main else None,
+        dist,
     ))  # fmt: skip
     folders = {s.name: {seed: run_dir / s.name / f"seed{seed}" for seed in seeds} for s in specs}
     signatures = {s.name: seed_signature(init, s, cfg) for s in specs}
@@ -347,6 +350,29 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
     tracker.finish(results)
     console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
+
+
+def resolved_config(
+    cfg: GlueConfig, init: Init, trainers: dict[str, FinetuneTrainerConfig], seeds: list[int]
+) -> GlueConfig:
+    """``cfg`` with what was derived filled in: the attention, model and tokenizer (from the
+    checkpoint), each task's lr, batch size and epochs (trainer values, else its recipe), the
+    seeds. Rerunning config.yaml as it is runs the same."""
+    recipes = {
+        name: {"lr": t.lr, "batch_size": t.batch_size, "epochs": t.epochs}
+        for name, t in trainers.items()
+    }
+    task = dataclasses.replace(cfg.task, recipes=recipes)
+    if cfg.task.name in recipes:  # one task: its own keys say the same
+        task = dataclasses.replace(task, **recipes[cfg.task.name])
+    return dataclasses.replace(
+        cfg,
+        attention=init.attention,
+        model=dataclasses.asdict(init.model),
+        tokenizer=init.tokenizer,
+        task=task,
+        trainer=dataclasses.replace(cfg.trainer, seeds=list(seeds)),
+    )
 
 
 def publish_submission(summary: dict[str, Any], folders: dict[int, Path], run_dir: Path) -> list:

@@ -45,12 +45,13 @@ from llnbench.devices import dtype_name
 from llnbench.jobs.glue import build_model, preflight
 from llnbench.jobs.glue_report import mean_std, summarize_task
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
-from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker, read_jsonl
 from llnbench.train import distributed
 from llnbench.train.config import resolve_precision
 from llnbench.train.finetune import (
+    SEED_KEYS,
     EncodedTask,
     FinetuneRun,
     FinetuneTrainerConfig,
@@ -103,7 +104,8 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     machine = machine_info(device, precision)  # at the start: the commit that trains
     label = f"{task.name}-{cfg.attention.name}"
     run_dir = Path(distributed.broadcast(
-        str(new_run_dir("lra", label, cfg.run_dir)) if dist.is_main else None, dist
+        str(open_run_dir("lra", label, cfg.run_dir, cfg, SEED_KEYS)) if dist.is_main else None,
+        dist,
     ))  # fmt: skip
     folders = {seed: run_dir / f"seed{seed}" for seed in seeds}
     signature = {

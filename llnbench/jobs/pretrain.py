@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from llnbench.config import Seed
+from llnbench.config import Seed, config_dir, from_dict
 from llnbench.console import console
 from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
 from llnbench.data.masking import MLMMasker
@@ -30,6 +31,7 @@ from llnbench.data.tokenizer import load_tokenizer
 from llnbench.devices import dtype_name
 from llnbench.errors import ConfigError
 from llnbench.model.hf_checkpoint import check_pad_id, is_hf, load_hf_pretrained
+from llnbench.model.hf_layout import HF_FIELDS
 from llnbench.model.pretrained import Pretrained
 from llnbench.model.roberta import (
     IGNORE_INDEX,
@@ -39,7 +41,7 @@ from llnbench.model.roberta import (
     human_count,
     shape_signature,
 )
-from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 from llnbench.train import distributed
@@ -103,13 +105,15 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
     hf = None
     if cfg.pretrained is not None:  # shape and tokenizer come from the checkpoint
         hf = load_hf_pretrained(cfg.pretrained, cfg.attention)
+        check_model_override(cfg, hf)
         model_cfg = dataclasses.replace(hf.model, causal=cfg.model.causal)
         data_cfg = dataclasses.replace(cfg.data, tokenizer=hf.tokenizer)
         cfg = dataclasses.replace(cfg, model=model_cfg, data=data_cfg)
         cfg.validate()
+    cfg = dataclasses.replace(cfg, block_size=cfg.blocks)  # config.yaml states what ran
     label = f"{cfg.attention.name}-{cfg.model.name}"
     run_dir = Path(distributed.broadcast(
-        str(new_run_dir("pretrain", label, cfg.run_dir)) if dist.is_main else None, dist
+        str(open_run_dir("pretrain", label, cfg.run_dir, cfg)) if dist.is_main else None, dist
     ))  # fmt: skip
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     if tokenizer.vocab_size > cfg.model.vocab_size:
@@ -189,6 +193,32 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
     console.print(final_table(label, results))
     console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
+
+
+DEFAULT_MODEL = "tiny"  # conf/pretrain.yaml's model preset
+
+
+def check_model_override(cfg: PretrainConfig, hf: Pretrained) -> None:
+    """The shape of ``pretrained=hf:`` comes from its config.json: a model other than the
+    default preset (``model=small``, ``model.layers=4``) that differs from it is refused rather
+    than ignored. (``model=tiny`` itself cannot be told apart from the default.)"""
+    default = from_dict(ModelConfig, yaml.safe_load(
+        (config_dir() / "model" / f"{DEFAULT_MODEL}.yaml").read_text()
+    ), "model")  # fmt: skip
+    asked = dataclasses.replace(cfg.model, causal=default.causal)
+    if asked == default:
+        return
+    ours, theirs = dataclasses.asdict(asked), dataclasses.asdict(hf.model)
+    diffs = [k for k in ours if k not in ("name", "causal") and ours[k] != theirs[k]]
+    if diffs:
+        shown = ", ".join(
+            f"model.{k}={ours[k]!r} vs {HF_FIELDS.get(k, k)}={theirs[k]!r}" for k in diffs[:4]
+        )
+        raise ConfigError(
+            f"pretrained={cfg.pretrained}: model={cfg.model.name} differs from the checkpoint's "
+            f"config.json ({shown}); the shape comes from the checkpoint: drop model= and "
+            "model.* overrides"
+        )
 
 
 def signature(cfg: PretrainConfig, tokenizer_name: str) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from llnbench.devices import dtype_name, resolve_device, resolve_dtype
 from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import ModelConfig
 from llnbench.progress import ProgressBar
-from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
 from llnbench.tracking import Tracker
 
@@ -149,7 +149,7 @@ class ScaleConfig:
 def run(cfg: ScaleConfig) -> Path:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    run_dir = new_run_dir("scale", "-".join(cfg.attentions), cfg.run_dir)
+    run_dir = open_run_dir("scale", "-".join(cfg.attentions), cfg.run_dir)  # not another job's
     save_config(run_dir, cfg)
     backend = sdpa_backend_name(cfg.sdpa_backend, device)
     machine = machine_info(device, dtype_name(dtype), sdpa_backend=backend, scope=cfg.scope)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from llnbench.errors import CheckpointError, DataError, LlnbenchError
-from llnbench.model.hf_layout import from_hf_state, model_config_from_hf
+from llnbench.model.hf_layout import from_hf_state, hf_pad_id, llnbench_entry, model_config_from_hf
 from llnbench.model.pretrained import Pretrained
 from llnbench.model.roberta import CORE
 from llnbench.schema import AttentionConfig
@@ -49,18 +49,18 @@ def load_hf_pretrained(ref: str, attention: AttentionConfig | None = None) -> Pr
     where = f"pretrained={ref}"
     config = read_config(folder, where)
     model = model_config_from_hf(config, where)
-    recorded = (config.get("llnbench") or {}).get("attention")
+    recorded = llnbench_entry(config, where).get("attention")
     try:
         if attention is None:
             attention = AttentionConfig.from_config(recorded or {"name": "softmax"})
         wanted = AttentionConfig.from_config(attention.to_dict())
     except LlnbenchError as err:
         raise CheckpointError(f"{where}: {err}") from None
-    pad_id = int(config.get("pad_token_id", 1))
-    state = read_weights(folder, where)
+    pad_id = hf_pad_id(config, where)
+    state, origin = read_weights(folder, where)
     if recorded is None or wanted.to_dict() != recorded:
         state = {k: v for k, v in state.items() if CORE not in k}  # another mechanism: fresh
-    encoder, head = from_hf_state(state, model, pad_id, where)
+    encoder, head = from_hf_state(state, model, pad_id, where, origin)
     return Pretrained(
         path=folder, model=model, attention=wanted, tokenizer=str(folder), encoder_state=encoder,
         step=0, config=config, source=ref, head_state=head,
@@ -69,7 +69,7 @@ def load_hf_pretrained(ref: str, attention: AttentionConfig | None = None) -> Pr
 
 def check_pad_id(pre: Pretrained, pad_id: int) -> None:
     """The checkpoint's pad_token_id (its position offset) must be its tokenizer's <pad>."""
-    configured = int(pre.config.get("pad_token_id", pad_id))
+    configured = hf_pad_id(pre.config, f"pretrained={pre.source}")
     if configured != pad_id:
         raise CheckpointError(
             f"pretrained={pre.source}: config.json's pad_token_id {configured} is not the "
@@ -102,33 +102,64 @@ def read_config(folder: Path, where: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{where}: {folder} has no config.json (not a save_pretrained folder)"
         )
+    return _read_json(file, where)
+
+
+def _read_json(file: Path, where: str) -> Any:
     try:
         return json.loads(file.read_text())
-    except ValueError as err:
-        raise CheckpointError(f"{where}: {file} is not valid JSON ({err})") from None
+    except (ValueError, OSError) as err:  # JSONDecodeError, UnicodeDecodeError, unreadable
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise CheckpointError(f"{where}: {file} is not valid JSON ({reason})") from None
 
 
-def read_weights(folder: Path, where: str) -> dict[str, Tensor]:
+def read_weights(folder: Path, where: str) -> tuple[dict[str, Tensor], dict[str, str]]:
     """All tensors of the folder: one safetensors file, sharded safetensors, or a torch .bin
-    (loaded with weights_only=True); plus the attention cores of an llnbench export."""
+    (loaded with weights_only=True); plus the attention cores of an llnbench export. Also which
+    file each tensor came from, for errors."""
     if (folder / SAFETENSORS).is_file():
-        state = _safetensors(folder / SAFETENSORS, where)
+        files = [folder / SAFETENSORS]
     elif (folder / SAFETENSORS_INDEX).is_file():
-        index = json.loads((folder / SAFETENSORS_INDEX).read_text())
-        state = {}
-        for shard in sorted(set(index.get("weight_map", {}).values())):
-            state.update(_safetensors(folder / shard, where))
+        files = [folder / shard for shard in _shards(folder / SAFETENSORS_INDEX, where)]
     elif (folder / TORCH_BIN).is_file():
-        try:
-            state = torch.load(folder / TORCH_BIN, map_location="cpu", weights_only=True)
-        except Exception as err:  # corrupt or unsafe pickles land here
-            raise CheckpointError(f"{where}: cannot load {folder / TORCH_BIN}: {err}") from None
+        files = [folder / TORCH_BIN]
     else:
         raise CheckpointError(
             f"{where}: {folder} holds no weights ({SAFETENSORS}, {SAFETENSORS_INDEX} or {TORCH_BIN})"
         )
     if (folder / CORE_WEIGHTS).is_file():
-        state = {**state, **_safetensors(folder / CORE_WEIGHTS, where)}
+        files.append(folder / CORE_WEIGHTS)
+    state: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
+    for file in files:
+        part = _torch_bin(file, where) if file.name == TORCH_BIN else _safetensors(file, where)
+        state.update(part)
+        origin.update(dict.fromkeys(part, file.name))
+    return state, origin
+
+
+def _shards(index_file: Path, where: str) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` names, checked."""
+    index = _read_json(index_file, where)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(
+            f"{where}: {index_file} has no weight_map of tensor names to shard files; expected "
+            '{"weight_map": {"<tensor>": "model-00001-of-0000N.safetensors", ...}}'
+        )
+    return sorted(set(weight_map.values()))
+
+
+def _torch_bin(file: Path, where: str) -> dict[str, Tensor]:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or unsafe pickles land here
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{where}: cannot load {file}: {reason}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{where}: {file} holds a {type(state).__name__}; expected a state dict of tensors"
+        )
     return state
 
 
@@ -137,5 +168,6 @@ def _safetensors(file: Path, where: str) -> dict[str, Tensor]:
 
     try:
         return load_file(file, device="cpu")
-    except Exception as err:  # truncated or foreign files
-        raise CheckpointError(f"{where}: cannot read {file}: {err}") from None
+    except Exception as err:  # truncated, missing or foreign files
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{where}: cannot read {file}: {reason}") from None

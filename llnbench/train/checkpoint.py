@@ -1,19 +1,21 @@
 """Checkpoints: written atomically, loaded with ``weights_only=True``, refused on shape mismatch.
 
 A checkpoint holds only tensors and plain containers (the RNG states included), so the safe
-unpickler of ``torch.load(weights_only=True)`` accepts it.
+unpickler of ``torch.load(weights_only=True)`` accepts it. A write is never cut by Ctrl-C or
+SIGTERM (they act as it ends), and a full disk is one line naming the file.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
-from llnbench import files
+from llnbench import files, stopping
 from llnbench.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.pt"
@@ -22,7 +24,47 @@ FORMAT = 1
 
 def save(path: str | Path, state: dict[str, Any]) -> Path:
     """Temp file in the same folder, fsync, rename: a kill leaves the old or the new file."""
-    return files.atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
+    writer = _Recording()
+
+    def write(handle: IO[bytes]) -> None:
+        writer.handle = handle
+        try:
+            torch.save({"format": FORMAT, **state}, writer)
+        except RuntimeError:  # torch wraps what the file raised ("enforce fail at ...")
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+    try:
+        with stopping.held():
+            return files.atomic_write(path, write)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {_reason(err)}; the previous one is intact: free "
+            "space (or fix the folder) and rerun the same command to continue"
+        ) from None
+
+
+class _Recording:
+    """A file for torch.save that remembers the exception its writes raised (a full disk)."""
+
+    def __init__(self) -> None:
+        self.handle: IO[bytes] | None = None
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)  # type: ignore[union-attr]
+        except BaseException as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()  # type: ignore[union-attr]
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or os.strerror(err.errno or 0) or type(err).__name__
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

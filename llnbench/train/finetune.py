@@ -31,8 +31,8 @@ from llnbench.data.glue import (
     to_predictions,
     write_submission,
 )
-from llnbench.errors import ConfigError
-from llnbench.tracking import Tracker, to_number, truncate_metrics
+from llnbench.errors import CheckpointError, ConfigError
+from llnbench.tracking import Tracker, json_safe, to_number, truncate_metrics
 from llnbench.train import checkpoint
 from llnbench.train.config import TrainerConfig
 from llnbench.train.distributed import DistInfo, barrier
@@ -264,10 +264,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RESULT_KEYS = ("metrics", "signature")
+# what ran, kept apart per seed folder: a rerun may add seeds to a run directory
+SEED_KEYS = ("seed", "trainer.seeds")
+
+
 def read_result(folder: Path) -> dict[str, Any] | None:
-    """A finished seed's result.json, or None."""
+    """A finished seed's result.json, or None; a damaged one is refused naming the way out."""
     path = folder / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError, UnicodeDecodeError, unreadable
+        result, reason = None, f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
+    else:
+        reason = f"no {', '.join(RESULT_KEYS)}"
+    if not isinstance(result, dict) or any(key not in result for key in RESULT_KEYS):
+        raise CheckpointError(
+            f"{path} is damaged ({reason}); delete it to score that seed again from its "
+            f"checkpoints (or delete {folder} to train it again), or choose another run_dir"
+        )
+    return result
 
 
 def run_seed(run: FinetuneRun, seed: int, folder: Path, tracker: Tracker) -> dict[str, Any] | None:
@@ -353,7 +371,7 @@ def run_seed(run: FinetuneRun, seed: int, folder: Path, tracker: Tracker) -> dic
             "submission": [str(p.relative_to(folder)) for p in submission],
             "signature": run.signature,
         }
-        files.write_json(folder / RESULT, result)
+        files.write_json(folder / RESULT, json_safe(result))
     barrier(dist)
     return result
 

@@ -4,7 +4,8 @@ AdamW with linear warm-up and decay, gradient clipping and accumulation, autocas
 fp16 only), periodic evaluation with best-checkpoint selection, atomic checkpoints that resume
 exactly (model, optimiser, scheduler, scaler, RNG states, data position, the job's own stateful
 objects such as the masking generator), DDP under torchrun, progress with rate and ETA (a rich
-bar on a terminal, plain lines in logs), and SIGTERM as a clean stop at a step boundary.
+bar on a terminal, plain lines in logs), SIGTERM as a clean stop at a step boundary, and a NaN or
+infinite loss as a stop that leaves the last good checkpoint as it was.
 
 The job supplies what differs: how a batch is built from indices, the loss, and the evaluation.
 """
@@ -25,7 +26,7 @@ from torch import nn
 from llnbench import stopping
 from llnbench.compiling import maybe_compile
 from llnbench.console import console
-from llnbench.errors import CheckpointError
+from llnbench.errors import CheckpointError, LlnbenchError
 from llnbench.progress import ProgressBar
 from llnbench.runs import held_run_dirs
 from llnbench.tracking import Tracker, truncate_metrics
@@ -34,6 +35,10 @@ from llnbench.train.config import TrainerConfig, resolve_precision
 from llnbench.train.distributed import DistInfo, any_across, barrier, mean_across
 from llnbench.train.optim import build_optimizer, linear_schedule
 from llnbench.train.sampler import EpochSampler
+
+
+class NonFiniteLoss(LlnbenchError):
+    """The training loss became NaN or infinite; nothing of that step was saved."""
 
 
 class Stateful(Protocol):
@@ -150,6 +155,8 @@ class Trainer:
                 "another run_dir (or trainer.resume=auto to continue it)"
             )
         if not exists:
+            if self.dist.is_main:  # rows a run killed before its first checkpoint logged
+                truncate_metrics(self.run_dir / "metrics.jsonl", -1)
             return False
         state = checkpoint.load(self.checkpoint_path)
         checkpoint.check_signature(self.checkpoint_path, state["signature"], self.signature)
@@ -242,7 +249,10 @@ class Trainer:
                 start = time.perf_counter()
                 loss, grad_norm, tokens = self.train_step()
                 self.step += 1
-                self._accumulate(loss, tokens, time.perf_counter() - start)
+                value = float(mean_across(loss, self.dist))  # every rank sees a NaN of any
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(self._non_finite_message(value))
+                self._accumulate(value, tokens, time.perf_counter() - start)
                 self._on_step()
                 shown = {}  # the progress line of a logged step carries that step's numbers
                 if self.step % self.cfg.log_every == 0 or self.step == self.max_steps:
@@ -271,12 +281,27 @@ class Trainer:
             f"run_dir={run_dir}"
         )
 
+    def _non_finite_message(self, value: float) -> str:
+        attention = self.signature.get("attention")
+        name = attention.get("name") if isinstance(attention, dict) else None
+        kept = (
+            f"the last good checkpoint {self.checkpoint_path} is intact"
+            if self.checkpoint_path.exists()
+            else "no checkpoint was written yet"
+        )
+        return (
+            f"the training loss is {value} at step {self.step}/{self.max_steps} of "
+            f"{self._describe}{f' (attention={name})' if name else ''}; stopped before saving "
+            f"that step, {kept}; lower trainer.lr, use trainer.precision=fp32, or check the "
+            "mechanism's forward for overflow"
+        )
+
     def _on_step(self) -> None:
         if self.task.on_step is not None and self.dist.is_main:
             self.task.on_step(self.module, self.step)
 
-    def _accumulate(self, loss: torch.Tensor, tokens: int, seconds: float) -> None:
-        self._interval["loss"] += float(mean_across(loss, self.dist))
+    def _accumulate(self, loss: float, tokens: int, seconds: float) -> None:
+        self._interval["loss"] += loss
         self._interval["steps"] += 1
         self._interval["tokens"] += tokens
         self._interval["seconds"] += seconds
