@@ -68,10 +68,7 @@ def lock_run_dir(path: Path) -> None:
     if key in _held:
         return
     lock = path / LOCK
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise ConfigError(f"cannot write to run directory {str(path)!r}: {err.strerror}") from None
+    fd = files.open_lock(lock)  # a FIFO, a device or an unwritable folder: one line
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -93,9 +90,8 @@ def lock_run_dir(path: Path) -> None:
             markup=False,
             highlight=False,
         )
-    os.ftruncate(fd, 0)
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
+    files.rewrite_fd(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n", lock)
     _held[key] = (path, fd)
 
 
