@@ -41,10 +41,18 @@ _CAUSES = {
 }
 
 
-def describe_os_error(err: OSError, path: str | Path | None = None) -> str:
+def describe_os_error(err: OSError, path: str | Path | None = None, verb: str = "write") -> str:
     """``cannot write 'PATH': CAUSE`` for an OS error, naming the culprit where it is a parent."""
-    where = Path(path if path is not None else (err.filename or "?"))
-    return f"cannot write {str(where)!r}: {_cause(err, where)}"
+    given = path if path is not None else err.filename
+    if given is None:  # the OS named no file (a write on an open handle)
+        return f"a {verb} failed: {_CAUSES.get(err.errno or 0) or err.strerror or err}"
+    where = Path(os.fsdecode(given))
+    return f"cannot {verb} {str(where)!r}: {_cause(err, where)}"
+
+
+def is_path_problem(err: OSError) -> bool:
+    """An OS error about a file or the disk (worth one line), not a bug or a broken pipe."""
+    return err.filename is not None or err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def _cause(err: OSError, path: Path) -> str:
@@ -79,6 +87,8 @@ def _kind(path: Path) -> str:
         return "a broken link"
     if stat.S_ISREG(mode):
         return "a file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -95,8 +105,8 @@ def writing(path: str | Path) -> Iterator[None]:
         yield
     except PathError:
         raise
-    except OSError as err:
-        raise PathError(describe_os_error(err, err.filename or path)) from None
+    except OSError as err:  # named by the path meant, not by a temp file beside it
+        raise PathError(describe_os_error(err, path)) from None
 
 
 def file_mode() -> int:
@@ -135,18 +145,28 @@ def temp_dir_beside(path: str | Path) -> Path:
     the umask's folder mode rather than mkdtemp's 0700."""
     path = Path(path)
     make_dir(path.parent)
-    with writing(path.parent):
+    with writing(path):
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp, folder_mode())
     return tmp
+
+
+def share_modes(folder: str | Path) -> None:
+    """Every file and folder under ``folder`` to the umask's mode: libraries that write their
+    own files (safetensors writes 0600) then match what llnbench writes itself."""
+    with writing(folder):
+        for root, _, names in os.walk(folder):
+            os.chmod(root, folder_mode())
+            for name in names:
+                os.chmod(os.path.join(root, name), file_mode())
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through ``write(fileobj)`` to a temp file in the same folder, fsync, then rename."""
     path = Path(path)
     make_dir(path.parent)
-    if os.path.lexists(path) and (path.is_dir() or not _regular(path)):
-        raise PathError(f"cannot write {str(path)!r}: it is {_folder_or_kind(path)}")
+    if os.path.lexists(path) and not _regular(path):
+        raise PathError(f"cannot write {str(path)!r}: it is {_kind(path)}, not a regular file")
     with writing(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -163,24 +183,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 
 def _regular(path: Path) -> bool:
+    """A regular file (or a dangling link, which a rename simply replaces)."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:  # a dangling link: the rename replaces the link itself
+    except OSError:
         return True
-
-
-def _folder_or_kind(path: Path) -> str:
-    return "a folder, not a file" if path.is_dir() else _kind(path)
 
 
 def open_lock(path: str | Path) -> int:
     """A descriptor on the lock file ``path`` (created 0644-under-umask), refused unless it is a
     regular file: a FIFO, a device (/dev/full) or a folder there is one line, not a hang."""
     path = Path(path)
-    if os.path.lexists(path) and not _regular_existing(path):
+    if os.path.lexists(path) and not (path.exists() and _regular(path)):
         raise PathError(
-            f"cannot use lock file {str(path)!r}: it is {_folder_or_kind(path)}, not a regular "
-            "file; remove it"
+            f"cannot use lock file {str(path)!r}: it is {_kind(path)}, not a regular file; "
+            "remove it"
         )
     with writing(path):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, file_mode())
@@ -189,13 +206,6 @@ def open_lock(path: str | Path) -> int:
         raise PathError(f"cannot use lock file {str(path)!r}: not a regular file; remove it")
     os.set_blocking(fd, True)
     return fd
-
-
-def _regular_existing(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def rewrite_fd(fd: int, text: str, path: str | Path) -> None:
