@@ -176,10 +176,25 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(err, RuntimeError) and _disk_full(path.parent):
+                # torch.save reports a full disk as "[enforce fail at inline_container.cc] ..."
+                raise PathError(f"cannot write {str(path)!r}: no space left on device") from None
             raise
     return path
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return _free_bytes(folder) < 1 << 20
+    except OSError:
+        return False
+
+
+def _free_bytes(folder: Path) -> int:
+    info = os.statvfs(folder)
+    return info.f_bavail * info.f_frsize
 
 
 def _regular(path: Path) -> bool:

@@ -200,6 +200,20 @@ def test_an_os_error_mid_write_names_the_file_and_leaves_no_temp(tmp_path, code,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_under_torch_save_is_one_line(tmp_path, monkeypatch) -> None:
+    def torch_full_disk(handle: io.BufferedWriter) -> None:  # what torch.save raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(files, "_free_bytes", lambda folder: 0)
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(files.PathError, match=f"cannot write '{target}': no space left on device"):
+        files.atomic_write(target, torch_full_disk)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(files, "_free_bytes", lambda folder: 1 << 30)  # not the disk: as it was
+    with pytest.raises(RuntimeError, match="enforce fail"):
+        files.atomic_write(target, torch_full_disk)
+
+
 def test_atomic_writes_take_the_umask_mode(tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:

@@ -44,7 +44,8 @@ ANALYZE_BASE = ["s2=[1.0]", "seq_len=16", "draws=1", "attentions=[softmax]",
 
 # The helper whose branch makes a class pass (issue 21); the other classes are H7's own.
 OWNERS = {"run-dir reuse": "H6", "hf: folder": "H6", "damaged LRA cache": "H5",
-          "damaged result": "H5", "damaged corpus cache": "H8"}  # fmt: skip
+          "damaged result": "H5", "damaged corpus cache": "H8",
+          "markup in lra's lines": "jobs/lra.py (H5)"}  # fmt: skip
 
 
 @dataclass
@@ -245,6 +246,9 @@ def surface_cases(f: dict[str, str], g: dict[str, Path]) -> list[Case]:
     out.append(
         Case("report", "run_dir=/proc/llnbench-report", [run, "run_dir=/proc/x"], "error", k)
     )
+    folder = f"{tmp}/l[x]"  # a legal name: printed as typed by every line that shows it
+    out.append(Case("lra", f"run_dir={folder}", [*LRA_BASE, f"data.cache_dir={tmp}/lracache",
+                    f"run_dir='{folder}'"], "runs", "markup in lra's lines"))  # fmt: skip
     k = "lock file"
     locks = {"fifo": tmp / "lock_fifo", "dev-full": tmp / "lock_full", "dir": tmp / "lock_dir",
              "dangling": tmp / "lock_dangling"}  # fmt: skip
