@@ -100,13 +100,20 @@ def _kind(path: Path) -> str:
 
 @contextlib.contextmanager
 def writing(path: str | Path) -> Iterator[None]:
-    """OS errors inside become one PathError line naming ``path`` (or the file the OS names)."""
+    """OS errors inside (and a library's error on a full disk) become one PathError line naming
+    ``path``."""
     try:
         yield
-    except PathError:
+    except LlnbenchError:
         raise
     except OSError as err:  # named by the path meant, not by a temp file beside it
         raise PathError(describe_os_error(err, path)) from None
+    except Exception:
+        # libraries report a full disk in their own words: torch.save as "[enforce fail at
+        # inline_container.cc] ...", safetensors as a SafetensorError
+        if _disk_full(Path(path)):
+            raise PathError(f"cannot write {str(path)!r}: no space left on device") from None
+        raise
 
 
 def file_mode() -> int:
@@ -176,18 +183,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException as err:
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
-            if isinstance(err, RuntimeError) and _disk_full(path.parent):
-                # torch.save reports a full disk as "[enforce fail at inline_container.cc] ..."
-                raise PathError(f"cannot write {str(path)!r}: no space left on device") from None
             raise
     return path
 
 
-def _disk_full(folder: Path) -> bool:
+def _disk_full(path: Path) -> bool:
+    folder = next((p for p in [path, *path.parents] if p.is_dir()), None)
     try:
-        return _free_bytes(folder) < 1 << 20
+        return folder is not None and _free_bytes(folder) < 1 << 20
     except OSError:
         return False
 

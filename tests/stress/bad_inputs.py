@@ -168,7 +168,7 @@ def judge(case: Case, code: int, text: str, crashed: bool) -> str:
     if crashed:
         return "TRACEBACK"
     if case.expect == "runs":
-        typed = case.value.rsplit("/", 1)[-1] if "[" in case.value else ""
+        typed = case.value.rsplit("/", 1)[-1].strip("'") if "[" in case.value else ""
         shown = typed in "".join(text.splitlines())
         return "ok (runs)" if code == 0 and shown else f"check ({code})"
     if code == 2 and len(errors) == 1 and "Traceback" not in text:
