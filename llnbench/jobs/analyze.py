@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llnbench.analysis.config import AnalyzeConfig
+from llnbench.devices import resolve_device
 from llnbench.testing.outside import broken_outside_attentions
 
 __all__ = ["AnalyzeConfig", "run"]
@@ -32,6 +33,6 @@ def run(cfg: AnalyzeConfig) -> Path:
     # a mechanism from outside llnbench passes the interface check before any file exists
     broken_outside_attentions(
         cfg.attentions, cfg.options, skip_broken=False, causal=False, num_heads=cfg.heads,
-        head_dim=cfg.head_dim,
+        head_dim=cfg.head_dim, device=resolve_device(cfg.device),
     )  # fmt: skip
     return run_synthetic(cfg)

@@ -259,7 +259,7 @@ def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> P
     specs = resolve_tasks(cfg.task.name)
     init = resolve_init(cfg)
     verify_outside_attention(
-        init.attention, num_heads=init.model.heads, head_dim=init.model.head_dim
+        init.attention, num_heads=init.model.heads, head_dim=init.model.head_dim, device=device
     )
     if cfg.max_length > init.model.max_len:
         raise ConfigError(

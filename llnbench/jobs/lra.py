@@ -92,7 +92,9 @@ def run(cfg: LraConfig) -> Path:
 
 def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     task = get_lra_task(cfg.task)
-    verify_outside_attention(cfg.attention, num_heads=cfg.model.heads, head_dim=cfg.model.head_dim)
+    verify_outside_attention(
+        cfg.attention, num_heads=cfg.model.heads, head_dim=cfg.model.head_dim, device=device
+    )
     trainer_cfg = cfg.trainer.with_recipe(task.name, task.recipe)
     seeds = cfg.trainer.seeds or [cfg.seed]
     if dist.is_main:  # rank 0 generates and fills the cache; the others then read it

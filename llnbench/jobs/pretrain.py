@@ -102,7 +102,7 @@ def run(cfg: PretrainConfig) -> Path:
 def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     verify_outside_attention(
         cfg.attention, causal=cfg.model.causal, num_heads=cfg.model.heads,
-        head_dim=cfg.model.head_dim,
+        head_dim=cfg.model.head_dim, device=device,
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
     hf = None

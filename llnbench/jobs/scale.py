@@ -91,6 +91,7 @@ class ScaleConfig:
             self.attentions, self.options, skip_broken=everything, causal=self.causal,
             num_heads=self.model.heads if self.scope == "model" else max(1, self.heads),
             head_dim=self.model.head_dim if self.scope == "model" else max(1, self.head_dim),
+            device=resolve_device(self.device),
         )  # fmt: skip
         self.attentions = [name for name in self.attentions if name not in self.broken]
         if not self.attentions:

@@ -51,23 +51,33 @@ def verify_outside_attention(
     causal: bool = False,
     num_heads: int = 2,
     head_dim: int = 8,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Nothing for a built-in mechanism; for an outside one, import, build and call it once as
-    the job will, or raise one ConfigError line naming the spec, the phase and what went wrong."""
+    the job will (on the job's ``device``: a CUDA-only kernel is fine), or raise one ConfigError
+    line naming the spec, the phase and what went wrong."""
     name = attention if isinstance(attention, str) else attention.name
     if options is None:
         options = {} if isinstance(attention, str) else attention.options
     if not is_outside(name):
         return
     label = _label(name)
-    # a mechanism with random parameters must not move the job's seeded random stream
-    with torch.random.fork_rng(devices=[]):
-        _check(name, options, label, causal=causal, num_heads=num_heads, head_dim=head_dim)
+    device = torch.device(device)
+    # a mechanism with random parameters must not move the job's seeded random streams
+    with torch.random.fork_rng(devices=_cuda_indices(device)):
+        _check(name, options, label, causal=causal, num_heads=num_heads, head_dim=head_dim,
+               device=device)  # fmt: skip
+
+
+def _cuda_indices(device: torch.device) -> list[int]:
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def _check(
     name: str, options: Mapping[str, Any], label: str, *, causal: bool, num_heads: int,
-    head_dim: int,
+    head_dim: int, device: torch.device,
 ) -> None:  # fmt: skip
     phase = "import"
     try:
@@ -75,12 +85,13 @@ def _check(
         values = check_options(name, options, prefix="attention")  # ConfigErrors say it all
         phase = "construction"
         attn = cls(num_heads=num_heads, head_dim=head_dim, causal=causal, dropout=0.0, **values)
+        attn = attn.to(device)
         if bool(getattr(attn, "causal", causal)) != causal:
             raise AssertionError(
                 f"built with causal={causal}, its .causal is {getattr(attn, 'causal', None)!r}"
             )
         phase = "first call"
-        check_interface(attn, n=N, lengths=(N, N - 3), bf16=False, matrix=False)
+        check_interface(attn, n=N, lengths=(N, N - 3), bf16=False, matrix=False, device=device)
     except LlnbenchError as err:
         if phase == "import":
             raise
@@ -126,6 +137,7 @@ def broken_outside_attentions(
     causal: bool,
     num_heads: int,
     head_dim: int,
+    device: torch.device | str = "cpu",
 ) -> dict[str, str]:
     """:func:`verify_outside_attention` on each of ``names`` (causal where the class has a causal
     form). A failure raises, unless ``skip_broken`` (``scale --attention all``: one broken
@@ -138,7 +150,7 @@ def broken_outside_attentions(
             has_causal = attention_class(name).supports_causal
             verify_outside_attention(
                 name, options.get(name, {}), causal=causal and has_causal,
-                num_heads=num_heads, head_dim=head_dim,
+                num_heads=num_heads, head_dim=head_dim, device=device,
             )  # fmt: skip
         except ConfigError as err:
             if not skip_broken:
