@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
+from llnbench import files
 from llnbench.console import err_console
 from llnbench.errors import ConfigError, LlnbenchError
 from llnbench.runs import release_run_dirs
@@ -135,6 +136,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 return fn(*args, **kwargs)
         except LlnbenchError as err:
             say_error("llnbench: error:", str(err))
+            raise typer.Exit(2) from None
+        except OSError as err:  # a write outside llnbench.files (a library's): still one line
+            if not files.is_path_problem(err):
+                raise
+            say_error("llnbench: error:", files.describe_os_error(err, verb="use"))
             raise typer.Exit(2) from None
         except Terminated as err:
             message = str(err)

@@ -97,14 +97,7 @@ def lock_run_dir(path: Path, created: Path | None = None) -> None:
     if key in _held:
         return
     lock = path / LOCK
-    if (lock.exists() or lock.is_symlink()) and not lock.is_file():  # a FIFO, /dev/full, ...
-        raise ConfigError(
-            f"{lock} is not a regular file; remove it (llnbench makes its lock file there)"
-        )
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise ConfigError(f"cannot write to run directory {str(path)!r}: {err.strerror}") from None
+    fd = files.open_lock(lock)  # a FIFO, a device or an unwritable folder: one line
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -127,12 +120,7 @@ def lock_run_dir(path: Path, created: Path | None = None) -> None:
             highlight=False,
         )
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
-    except OSError as err:  # a full disk
-        os.close(fd)
-        raise ConfigError(f"cannot write the lock file {lock}: {err.strerror}") from None
+    files.rewrite_fd(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n", lock)
     _held[key] = (path, fd)
     remove_stale_temporaries(path)
     if created is not None or not _used(path):

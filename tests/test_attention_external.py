@@ -7,6 +7,7 @@ import types
 from pathlib import Path
 
 import pytest
+from outside_mechanisms import fake_distribution
 from typer.testing import CliRunner
 
 from llnbench.attention import (
@@ -29,16 +30,6 @@ SPEC = "llnbench_cosine.attention:CosineAttention"
 def example_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """The example package importable (not installed: no entry point)."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
-
-
-def fake_distribution(folder: Path, entry_points: dict[str, str]) -> Path:
-    """A minimal installed distribution (dist-info with entry points), as pip would leave it."""
-    info = folder / "fake_attention-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-attention\nVersion: 1.0\n")
-    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[llnbench.attentions]\n{lines}")
-    return folder
 
 
 def test_spec_builds_with_typed_options(example_on_path: None) -> None:

@@ -262,7 +262,8 @@ def test_full_disk_during_a_checkpoint_write_is_one_line(tmp_path, monkeypatch) 
         checkpoint.save(path, {"model": {"w": torch.zeros(2)}, "step": 2})
     monkeypatch.undo()
     text = str(caught.value)
-    assert f"cannot write checkpoint {path}: No space left on device" in text
+    assert "checkpoint not written" in text and str(path) in text
+    assert "no space left on device" in text.lower()
     assert "the previous one is intact" in text and len(text.splitlines()) == 1
     assert checkpoint.load(path)["step"] == 1 and not list(tmp_path.glob(".*.tmp"))
 
@@ -316,9 +317,9 @@ def test_garbled_seed_result_is_named_with_the_way_out(tmp_path) -> None:
 
 def test_a_lock_file_that_is_no_regular_file_is_one_line(tmp_path) -> None:
     os.mkfifo(tmp_path / runs.LOCK)
-    with pytest.raises(ConfigError, match=r"\.llnbench\.lock is not a regular file; remove it"):
+    with pytest.raises(files.PathError, match=r"\.llnbench\.lock'.* not a regular file; remove it"):
         runs.lock_run_dir(tmp_path)
     (tmp_path / runs.LOCK).unlink()
     (tmp_path / runs.LOCK).symlink_to("/dev/full")
-    with pytest.raises(ConfigError, match="is not a regular file"):
+    with pytest.raises(files.PathError, match="not a regular file"):
         runs.lock_run_dir(tmp_path)

@@ -99,7 +99,7 @@ BROKEN = [
     (HalfGradient, False, lambda a: check_gradcheck(build(HalfGradient, d=4)), "gradcheck"),
     (GradientIntoPadding, False, lambda a: check_padding(a), "padded v receives gradient"),
     (TransposedMatrix, False, lambda a: check_matrix(a), "attention_matrix @ v vs forward"),
-    (ReturnsFloat64, False, lambda a: check_interface(a.float()), "fp32 inputs gave"),
+    (ReturnsFloat64, False, lambda a: check_interface(a.float()), "float64 for float32 inputs"),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from llnbench import files
 from llnbench.analysis.concentration import LLN_BRANCH
 from llnbench.analysis.plots import pyplot
 
@@ -107,7 +108,7 @@ def heatmap(results, key: str, path: Path, title: str, reference: tuple[float, s
         label += f"; red line: {name}"
     bar.set_label(label, fontsize=8)
     _suptitle(fig, title, _subtitle(sequences))
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -197,7 +198,7 @@ def example_matrices(results, sequences, path: Path) -> Path:
     shown = f"heads 0–{heads - 1} of {total}" if heads < total else "every head"
     _suptitle(fig, f"Attention matrices of one held-out sequence, {shown}",
               tail=_example_title(sequences, fig))  # fmt: skip
-    fig.savefig(path, dpi=100)
+    files.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -234,7 +235,7 @@ def compare_matrices(results, sequences, path: Path) -> Path:
         "matrices; H, γ: means of the heads' values",
         tail=_example_title(sequences, fig),
     )
-    fig.savefig(path, dpi=100)
+    files.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -281,7 +282,7 @@ def compare_layers(results, sequences, path: Path) -> Path:
                ncol=min(4, len(handles)), frameon=False)  # fmt: skip
     _suptitle(fig, "Concentration per layer (line: mean over heads, dots: single heads)",
               _subtitle(sequences))  # fmt: skip
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -331,7 +332,7 @@ def over_training(results, path: Path) -> Path:
         "Instruments over training (pretrain analysis_every)",
         f"mean over heads, a fixed batch of validation blocks of N={seq_len} tokens",
     )
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llnbench import files
 from llnbench.analysis.concentration import LLN_BRANCH, entropy_theory, gap_theory, log_var_theory
 from llnbench.analysis.config import EXP_LABEL
 
@@ -97,7 +98,7 @@ def write_plots(
             fig.text(0.01, 0.01, spec.note, fontsize=8, color="dimgrey")
         fig.tight_layout(rect=(0, 0.03 if spec.note else 0, 1, 1))
         path = run_dir / spec.filename
-        fig.savefig(path, dpi=120)
+        files.save_figure(fig, path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths

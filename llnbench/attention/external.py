@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 import sys
 from importlib import metadata
 
@@ -53,6 +54,15 @@ def load_spec(spec: str) -> type[Attention]:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigError(f"cannot import attention {spec!r}: {err}") from None
+    except Exception as err:  # a syntax error, or the module raising as it runs
+        if os.environ.get("LLNBENCH_DEBUG"):
+            raise
+        where = f" ({err.filename}, line {err.lineno})" if isinstance(err, SyntaxError) else ""
+        raise ConfigError(
+            f"cannot import attention {spec!r}: {type(err).__name__} in module {module_name!r}"
+            f"{where}: {getattr(err, 'msg', None) or err}. More: LLNBENCH_DEBUG=1 for the "
+            f"traceback, or python -c 'import {module_name}'"
+        ) from None
     obj: object = module
     for part in attr.split("."):
         if not hasattr(obj, part):

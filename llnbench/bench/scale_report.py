@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
+from llnbench import files
+
 
 def _ok(row: dict[str, Any]) -> bool:
     return row["status"] == "ok" and row.get("ms_median") is not None
@@ -172,8 +174,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, machine: dict[str, Any]) 
         fontsize=9,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    files.save_figure(fig, path, dpi=120)  # the folder made, OS errors one line
     plt.close(fig)
 
 

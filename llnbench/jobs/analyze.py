@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llnbench.analysis.config import AnalyzeConfig
+from llnbench.devices import resolve_device
+from llnbench.testing.outside import broken_outside_attentions
 
 __all__ = ["AnalyzeConfig", "run"]
 
@@ -28,4 +30,9 @@ def run(cfg: AnalyzeConfig) -> Path:
         return run_checkpoint(cfg)
     from llnbench.analysis.synthetic import run_synthetic
 
+    # a mechanism from outside llnbench passes the interface check before any file exists
+    broken_outside_attentions(
+        cfg.attentions, cfg.options, skip_broken=False, causal=False, num_heads=cfg.heads,
+        head_dim=cfg.head_dim, device=resolve_device(cfg.device),
+    )  # fmt: skip
     return run_synthetic(cfg)

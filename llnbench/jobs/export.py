@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from llnbench import files
 from llnbench.console import console
@@ -51,6 +51,8 @@ class ExportConfig:
 
 def run(cfg: ExportConfig) -> Path:
     cfg.validate()
+    out = Path(cfg.out)
+    files.make_dir(out.parent)  # a file in the way, /proc, a read-only disk: one line, first
     transformers = _transformers()
     pre = load_pretrained(cfg.run_dir)
     if pre.head_state is None:
@@ -62,20 +64,20 @@ def run(cfg: ExportConfig) -> Path:
         eos_id=tokenizer.eos_id,
     )  # fmt: skip
     plain = config["llnbench"]["runs_in_transformers"]
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = files.temp_dir_beside(out)
     try:
-        hf_model = write_model(
-            transformers, tmp, config, to_hf_state(pre.model, state, tokenizer.pad_id)
-        )
-        write_tokenizer(transformers, tmp, tokenizer, pre.model.max_len)
-        if not plain:
-            mark_llnbench_only(tmp, config, core_state(state))
-        difference = logits_difference(pre, state, tokenizer, hf_model) if plain else None
-        if out.exists():
-            out.rmdir()  # empty (validated)
-        tmp.rename(out)
+        with files.writing(out):  # a full disk mid-way: one line, no OUT
+            hf_model = write_model(
+                transformers, tmp, config, to_hf_state(pre.model, state, tokenizer.pad_id)
+            )
+            write_tokenizer(transformers, tmp, tokenizer, pre.model.max_len)
+            if not plain:
+                mark_llnbench_only(tmp, config, core_state(state))
+            difference = logits_difference(pre, state, tokenizer, hf_model) if plain else None
+            files.share_modes(tmp)  # one file mode, the umask's, like every file llnbench writes
+            if out.exists():
+                out.rmdir()  # empty (validated)
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -168,14 +170,16 @@ def logits_difference(
 
 
 def describe(pre: Pretrained, out: Path, plain: bool, difference: float | None) -> None:
+    # paths are the user's text: escaped, so OUT=/tmp/[x] prints as typed (no rich markup)
     if plain:
         console.print(
-            f"exported {pre.path} as a plain RobertaForMaskedLM (logits equal llnbench's: max "
-            f"|difference| {difference:.1e} on a probe batch) to [bold]{out}[/bold]"
+            f"exported {escape(str(pre.path))} as a plain RobertaForMaskedLM (logits equal "
+            f"llnbench's: max |difference| {difference:.1e} on a probe batch) to "
+            f"[bold]{escape(str(out))}[/bold]"
         )
     else:
         console.print(
-            f"exported {pre.path} (attention {pre.attention.name}, not transformers' softmax: "
-            f"model_type {LLNBENCH_MODEL_TYPE}, load it with pretrained=hf:{out}) to "
-            f"[bold]{out}[/bold]"
+            f"exported {escape(str(pre.path))} (attention {escape(pre.attention.name)}, not "
+            f"transformers' softmax: model_type {LLNBENCH_MODEL_TYPE}, load it with "
+            f"pretrained=hf:{escape(str(out))}) to [bold]{escape(str(out))}[/bold]"
         )

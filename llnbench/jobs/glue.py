@@ -44,6 +44,7 @@ from llnbench.model.roberta import (
 )
 from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
+from llnbench.testing.outside import verify_outside_attention
 from llnbench.tracking import Tracker
 from llnbench.train import checkpoint, distributed
 from llnbench.train.config import resolve_precision
@@ -264,6 +265,9 @@ def run(cfg: GlueConfig) -> Path:
 def _run(cfg: GlueConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     specs = resolve_tasks(cfg.task.name)
     init = resolve_init(cfg)
+    verify_outside_attention(
+        init.attention, num_heads=init.model.heads, head_dim=init.model.head_dim, device=device
+    )
     if cfg.max_length > init.model.max_len:
         raise ConfigError(
             f"max_length={cfg.max_length} exceeds model.max_len={init.model.max_len} (the "

@@ -47,6 +47,7 @@ from llnbench.jobs.glue_report import mean_std, summarize_task
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
 from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
+from llnbench.testing.outside import verify_outside_attention
 from llnbench.tracking import Tracker, read_jsonl
 from llnbench.train import distributed
 from llnbench.train.config import resolve_precision
@@ -92,6 +93,9 @@ def run(cfg: LraConfig) -> Path:
 
 def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     task = get_lra_task(cfg.task)
+    verify_outside_attention(
+        cfg.attention, num_heads=cfg.model.heads, head_dim=cfg.model.head_dim, device=device
+    )
     trainer_cfg = cfg.trainer.with_recipe(task.name, task.recipe)
     seeds = cfg.trainer.seeds or [cfg.seed]
     if dist.is_main:  # rank 0 generates and fills the cache; the others then read it

@@ -43,6 +43,7 @@ from llnbench.model.roberta import (
 )
 from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
+from llnbench.testing.outside import verify_outside_attention
 from llnbench.tracking import Tracker
 from llnbench.train import distributed
 from llnbench.train.config import TrainerConfig, resolve_precision
@@ -101,6 +102,10 @@ def run(cfg: PretrainConfig) -> Path:
 
 
 def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
+    verify_outside_attention(
+        cfg.attention, causal=cfg.model.causal, num_heads=cfg.model.heads,
+        head_dim=cfg.model.head_dim, device=device,
+    )  # fmt: skip
     torch.manual_seed(cfg.seed)
     hf = None
     if cfg.pretrained is not None:  # shape and tokenizer come from the checkpoint

@@ -46,6 +46,7 @@ from llnbench.model.roberta import ModelConfig
 from llnbench.progress import ProgressBar
 from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
+from llnbench.testing.outside import broken_outside_attentions
 from llnbench.tracking import Tracker
 
 DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "lara"]
@@ -78,10 +79,21 @@ class ScaleConfig:
     run_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)  # --scope model: the preset timed
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # outside mechanisms skipped by `--attention all` for failing the interface check: name -> why
+    broken: dict[str, str] = field(default_factory=dict, init=False)
 
     def validate(self) -> None:
-        if self.attentions in (["all"], ("all",)):
+        everything = self.attentions in (["all"], ("all",))
+        if everything:
             self.attentions = list(ATTENTIONS)
+        # outside mechanisms pass the interface check first; with `all`, a broken one is a row
+        self.broken = broken_outside_attentions(
+            self.attentions, self.options, skip_broken=everything, causal=self.causal,
+            num_heads=self.model.heads if self.scope == "model" else max(1, self.heads),
+            head_dim=self.model.head_dim if self.scope == "model" else max(1, self.head_dim),
+            device=resolve_device(self.device),
+        )  # fmt: skip
+        self.attentions = [name for name in self.attentions if name not in self.broken]
         if not self.attentions:
             raise ConfigError("attentions is empty; give at least one mechanism (or all)")
         for name in self.attentions:
@@ -191,7 +203,10 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Measure every (series, length, mode) cell in order, skipping what cannot fit."""
     lengths, modes = cfg.lengths(), cfg.modes()
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [
+        {**base_row(cfg, name, lengths[0], modes[0], dtype), "series": name, "status": "skipped",
+         "reason": reason} for name, reason in cfg.broken.items()
+    ]  # fmt: skip
     series = cfg.series()
     total = len(series) * len(lengths) * len(modes)
     progress = ProgressBar("scale", total, unit="cell")  # a plain line per cell in a log

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llnbench import files
 from llnbench.reporting import published
 from llnbench.reporting.discover import Run
 from llnbench.reporting.sections import Section, fmt, table
@@ -168,6 +169,6 @@ def write_chart(
         for handle in legend.legend_handles:
             handle.set_sizes([50])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    files.save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

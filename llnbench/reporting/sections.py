@@ -6,10 +6,10 @@ a number the runs do not contain is shown as "—" and named in the missing list
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
+from llnbench import files
 from llnbench.bench.scale_report import baseline_index, memory_ratio, series, speedup
 from llnbench.errors import DataError
 from llnbench.reporting import published
@@ -44,7 +44,7 @@ def copy_figure(src: Path, out_dir: Path, name: str) -> str | None:
     """Copy a run's PNG next to report.md; the Markdown link to it, or None if absent."""
     if not src.exists():
         return None
-    shutil.copyfile(src, out_dir / name)
+    files.atomic_write(out_dir / name, lambda handle: handle.write(src.read_bytes()))
     return f"![{name}]({name})"
 
 
@@ -237,7 +237,7 @@ def _plot_curves(curves: dict[str, tuple[list, float | None]], path: Path) -> No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    files.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

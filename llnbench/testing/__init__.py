@@ -22,6 +22,9 @@
 also a function of its own. A ``reference(attn, q, k, v, mask) -> out`` is optional: without one
 the checks compare against the module's own ``attention_matrix(q, k, mask) @ v``. Every failure
 is an ``AssertionError`` naming the property and the mismatch.
+
+Every job runs the cheap part (:func:`verify_outside_attention`: import, build, one fp32 call on
+a tiny padded batch) on a mechanism from outside llnbench before any other work.
 """
 
 from llnbench.testing.checks import (
@@ -38,6 +41,7 @@ from llnbench.testing.checks import (
     matrix_reference,
 )
 from llnbench.testing.inputs import qkv, real_rows, right_padding_mask, with_junk_padding
+from llnbench.testing.outside import verify_outside_attention
 from llnbench.testing.suite import build, check_attention
 
 __all__ = [
@@ -57,5 +61,6 @@ __all__ = [
     "qkv",
     "real_rows",
     "right_padding_mask",
+    "verify_outside_attention",
     "with_junk_padding",
 ]

@@ -254,24 +254,41 @@ def check_gradcheck(
         raise AssertionError(f"gradcheck (float64, N={n}): {first}") from err
 
 
-def check_interface(attn: nn.Module, *, n: int = 70, lengths: tuple[int, int] = (70, 50)) -> None:
+def check_interface(
+    attn: nn.Module,
+    *,
+    n: int = 70,
+    lengths: tuple[int, int] = (70, 50),
+    bf16: bool = True,
+    matrix: bool = True,
+    device: torch.device | str = "cpu",
+) -> None:
     """The interface and dtype policy: the class attributes exist; fp32 in, fp32 out of q's
-    shape, finite, with finite gradients; bf16 under autocast gives finite bf16; the dense matrix
-    has shape (B, H, N, N)."""
+    shape, finite, with finite gradients; bf16 under autocast gives finite bf16 (``bf16``); the
+    dense matrix has shape (B, H, N, N) (``matrix``). With ``n=8, bf16=False, matrix=False`` it is
+    the cheap check every job runs on a mechanism from outside llnbench before any other work."""
     for flag in INTERFACE:
         assert hasattr(attn, flag), f"{type(attn).__name__} has no attribute {flag!r}"
-    q, k, v = (t.requires_grad_() for t in _inputs(attn, 2, n, dtype=torch.float32))
-    mask = right_padding_mask(list(lengths), n)
+    q, k, v = (t.to(device).requires_grad_() for t in _inputs(attn, 2, n, dtype=torch.float32))
+    mask = right_padding_mask(list(lengths), n).to(device)
     out = attn(q, k, v, mask)
-    assert out.shape == q.shape, f"output shape {tuple(out.shape)} != q's {tuple(q.shape)}"
-    assert out.dtype == torch.float32, f"fp32 inputs gave {out.dtype}"
-    assert torch.isfinite(out).all(), "non-finite fp32 output"
+    expected = f"expected (B, H, N, d) = {tuple(q.shape)} float32"
+    assert isinstance(out, Tensor), f"forward returned {_what(out)}; {expected}"
+    assert out.shape == q.shape and out.dtype == torch.float32, (
+        f"forward returned {tuple(out.shape)} {str(out.dtype).removeprefix('torch.')} for "
+        f"float32 inputs; {expected}"
+    )
+    assert torch.isfinite(out).all(), "non-finite fp32 output (NaN or inf) on Gaussian inputs"
     out.sum().backward()
+    assert all(t.grad is not None for t in (q, k, v)), "no gradient reaches q, k or v"
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v)), "non-finite fp32 gradients"
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out16 = attn(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
-    assert out16.dtype == torch.bfloat16, f"bf16 inputs under autocast gave {out16.dtype}"
-    assert torch.isfinite(out16.float()).all(), "non-finite bf16 output"
+    if bf16:
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            out16 = attn(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+        assert out16.dtype == torch.bfloat16, f"bf16 inputs under autocast gave {out16.dtype}"
+        assert torch.isfinite(out16.float()).all(), "non-finite bf16 output"
+    if not matrix:
+        return
     mode = attn.training
     attn.eval()
     try:
@@ -279,3 +296,9 @@ def check_interface(attn: nn.Module, *, n: int = 70, lengths: tuple[int, int] = 
     finally:
         attn.train(mode)
     assert p.shape == (2, q.shape[1], n, n), f"attention_matrix has shape {tuple(p.shape)}"
+
+
+def _what(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return "None" if value is None else f"a {type(value).__name__}"

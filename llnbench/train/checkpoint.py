@@ -38,10 +38,11 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
     try:
         with stopping.held():
             return files.atomic_write(path, write)
-    except OSError as err:
+    except (OSError, files.PathError) as err:  # files names the path and the cause
+        cause = str(err) if isinstance(err, files.PathError) else f"{path}: {_reason(err)}"
         raise CheckpointError(
-            f"cannot write checkpoint {path}: {_reason(err)}; the previous one is intact: free "
-            "space (or fix the folder) and rerun the same command to continue"
+            f"checkpoint not written: {cause}; the previous one is intact: free space (or fix "
+            "the folder) and rerun the same command to continue"
         ) from None
 
 

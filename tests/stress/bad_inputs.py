@@ -1,12 +1,20 @@
 """A battery of bad inputs, run as a user types them; prints a Markdown table of what each prints.
 
-    python tests/stress/bad_inputs.py > bad-inputs.md        # ~150 cases, a few minutes on CPU
+    python tests/stress/bad_inputs.py > bad-inputs.md        # ~300 cases, several minutes on CPU
+    python tests/stress/bad_inputs.py --surfaces             # only the ~100 of issue 21
 
 Every case runs in-process through the CLI (Typer's CliRunner; the console script adds only the
 one-line form of Typer's own usage errors, which tests/test_hardening.py checks in a subprocess).
 A case passes when it exits 2 with one line naming the problem and no traceback; the base
 arguments make an accepted value train for a second or two, so a value that should have been
 refused shows up as exit 0 ("accepted"). The last column flags any other outcome.
+
+The surfaces of issue 21 (``surface_cases``) name the class of each input and what is intended:
+``error`` (exit 2, one line), ``runs`` (a legal value: exit 0), or ``error-or-rebuild`` (a damaged
+cache: refused in one line, or rebuilt with exit 0 and a line saying so). Their fixtures: broken
+mechanisms from outside llnbench (tests/outside_mechanisms.py), an exported hf: folder, an LRA
+data cache, finished pretrain, glue and lra runs; a case that would change a fixture gets its own
+copy.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/helpers.py
 
 from helpers import tiny_pretrain_args
+from surface_cases import GLUE_BASE, SCALE_BASE, Case, surface_cases, surface_fixtures
 from typer.testing import CliRunner
 
 from llnbench.cli import app
@@ -89,11 +98,6 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
         "trainer.lr==1", "trainer.lr", "=1", "attention=lln,softmax", "+trainer.lr=1",
         "--bogus", "model.name=[bold]x",
     ]  # fmt: skip
-    glue_base = ["task=sst2_rt", "attention=softmax", "model=tiny", "model.layers=1",
-                 "model.hidden=32", "model.heads=1", "model.ffn=64", "model.max_len=32",
-                 "max_length=32", "max_train_samples=16", "max_eval_samples=16",
-                 "trainer.max_steps=2", "trainer.batch_size=4", "submission=false",
-                 "wandb.mode=disabled"]  # fmt: skip
     glue = [
         "task=nope", "task=sst2", "pretrained=/nonexistent", f"pretrained={f['JUNK']}",
         f"pretrained={f['NOTEXT']}", "attention=null", "max_length=4", "max_length=1000",
@@ -103,9 +107,6 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
         "task.lr=abc", "task=all data.train_file=x.tsv", "submission=maybe", "tokenizer=nope/nope",
         f"run_dir={f['FILE']}", f"run_dir='{tmp}/g[x]'", f"pretrained='{tmp}/[x]'",
     ]  # fmt: skip
-    scale_base = ["--min-len", "8", "--max-len", "8", "--attention", "softmax", "--mode", "fwd",
-                  "--device", "cpu", "warmup=0", "min_time_s=0", "max_repeats=1",
-                  "wandb.mode=disabled"]  # fmt: skip
     scale = [
         "--max-len abc", "--max-len 0", "--min-len 0", "--min-len -1", "--attention nope",
         "--attention ,", "--mode sideways", "--device tpu", "--device cuda", "--dtype fp8",
@@ -136,9 +137,9 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
         args = tiny_pretrain_args(Path(tmp), f"{tmp}/p{len(out)}", *value.split(" "))
         out.append(("pretrain", value, args))
     for value in glue:
-        out.append(("glue", value, [*glue_base, f"run_dir={tmp}/g{len(out)}", *value.split(" ")]))
+        out.append(("glue", value, [*GLUE_BASE, f"run_dir={tmp}/g{len(out)}", *value.split(" ")]))
     for value in scale:
-        out.append(("scale", value, [*scale_base, "--out", f"{tmp}/s{len(out)}",
+        out.append(("scale", value, [*SCALE_BASE, "--out", f"{tmp}/s{len(out)}",
                                      *value.split(" ")]))  # fmt: skip
     for value in analyze:
         out.append(("analyze", value, [*analyze_base, f"run_dir={tmp}/a{len(out)}",
@@ -161,36 +162,65 @@ def run_case(job: str, args: list[str]) -> tuple[int, str, bool]:
     return result.exit_code, text, crashed
 
 
+def judge(case: Case, code: int, text: str, crashed: bool) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("llnbench:")]
+    if crashed:
+        return "TRACEBACK"
+    if case.expect == "runs":
+        typed = case.value.rsplit("/", 1)[-1].strip("'") if "[" in case.value else ""
+        shown = typed in "".join(text.splitlines())
+        return "ok (runs)" if code == 0 and shown else f"check ({code})"
+    if code == 2 and len(errors) == 1 and "Traceback" not in text:
+        return "ok"
+    if case.expect == "error-or-rebuild" and code == 0:
+        said = [
+            ln
+            for ln in lines
+            if "cache" in ln.lower()
+            and any(
+                w in ln.lower() for w in ("rebuil", "regenerat", "damaged", "invalid", "warning")
+            )
+        ]
+        return "ok (rebuilt)" if len(said) == 1 else "accepted"
+    return "accepted" if code == 0 else f"check ({len(lines)} lines)"
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
+        found = fixtures(tmp)
+        surface = surface_fixtures(tmp, Path(found["RUN"]))
+        every = [Case(job, value, args, "runs" if value.replace(folder, "$TMP") in VALID
+                      else "error") for job, value, args in cases(found)]  # fmt: skip
+        if "--surfaces" in sys.argv:  # only the cases of issue 21
+            every = []
+        every += surface_cases(found, surface)
         rows = []
-        for job, value, args in cases(fixtures(tmp)):
-            code, text, crashed = run_case(job, args)
+        for case in every:
+            if case.prepare is not None:
+                case.prepare()
+            code, text, crashed = run_case(case.job, case.args)
             lines = [ln for ln in text.splitlines() if ln.strip()]
             errors = [ln for ln in lines if ln.startswith("llnbench:")]
             shown = (errors or lines or [""])[-1].replace(folder, "$TMP")
-            if crashed:
-                verdict = "TRACEBACK"
-            elif code == 0:
-                verdict = "accepted"
-            elif code == 2 and len(errors) == 1 and "Traceback" not in text:
-                verdict = "ok"
-            else:
-                verdict = f"check ({len(lines)} lines)"
-            value = value.replace(folder, "$TMP")
-            if value in VALID:
-                verdict = "ok (runs)" if code == 0 and "[x]" in shown else f"check ({code})"
-            rows.append((job, value, shown, code, verdict))
-            print(f"{verdict:>10} {job} {value}", file=sys.stderr)
-    print("| job | input | prints (last line) | exit | verdict |")
-    print("|---|---|---|---|---|")
-    for job, value, shown, code, verdict in rows:
-        cells = [job, f"`{value}`", shown.replace("|", "\\|"), str(code), verdict]
+            verdict = judge(case, code, text, crashed)
+            value = case.value.replace(folder, "$TMP")
+            rows.append((case, value, shown, code, verdict))
+            print(f"{verdict:>12} {case.job} {value}", file=sys.stderr)
+    print("| job | class | input | prints (last line) | exit | verdict |")
+    print("|---|---|---|---|---|---|")
+    for case, value, shown, code, verdict in rows:
+        cells = [case.job, case.kind or "-", f"`{value}`", shown.replace("|", "\\|"), str(code),
+                 verdict]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     bad = [r for r in rows if not r[4].startswith("ok")]
-    print(f"\n{len(rows)} inputs; {len(rows) - len(bad)} as intended (one line, exit 2; or a "
-          f"legal value that runs); {len(bad)} other.")  # fmt: skip
+    new = [r for r in rows if r[0].kind]
+    print(f"\n{len(rows)} inputs ({len(new)} on the surfaces of issue 21); "
+          f"{len(rows) - len(bad)} as intended (one line, exit 2; a legal value that runs; a "
+          f"damaged cache refused or rebuilt); {len(bad)} other.")  # fmt: skip
+    for case, value, _, _, verdict in bad:
+        print(f"- {verdict}: {case.job} `{value}` ({case.kind or 'issue 15'}; {case.owner})")
 
 
 if __name__ == "__main__":
