@@ -63,7 +63,9 @@ ANGLES = 36  # paddle directions (10° apart); the original samples whole pixels
 SUBPIXEL = 4  # paddle ends and marker centres lie on a quarter-pixel grid
 SUPERSAMPLE = 8  # coverage samples per pixel side
 DISTANCE_BIN = 0.5  # px: the marker-distance histogram both classes share
-SEED_TRIES = 16  # candidate positions per snake start (the first free one is uniform on the free set)
+SEED_TRIES = (
+    16  # candidate positions per snake start (the first free one is uniform on the free set)
+)
 DISTRACTOR_TRIES = 5  # the original's max_distractor_contour_retrial + 1
 BATCH_CELLS = 1 << 23  # map pixels per batch of canvases (bounds the memory of one batch)
 
@@ -242,7 +244,10 @@ def _marker_stamps(marker_radius: float, radius: int) -> _Stamps:
 
 
 _UNIT = np.stack(
-    [np.sin(2 * np.pi * np.arange(ANGLES) / ANGLES), np.cos(2 * np.pi * np.arange(ANGLES) / ANGLES)],
+    [
+        np.sin(2 * np.pi * np.arange(ANGLES) / ANGLES),
+        np.cos(2 * np.pi * np.arange(ANGLES) / ANGLES),
+    ],
     axis=-1,
 )
 
@@ -375,7 +380,7 @@ class _Snakes:
 def _turns(spec: PathfinderSpec) -> tuple[np.ndarray, np.ndarray]:
     """Turn offsets (angle indices) with a non-zero cos² weight, and the weights."""
     limit = math.pi / 2 / spec.continuity
-    k = int(math.floor(limit / (2 * math.pi / ANGLES) - 1e-9))
+    k = math.floor(limit / (2 * math.pi / ANGLES) - 1e-9)
     turns = np.arange(-k, k + 1)
     return turns, np.cos(turns * (2 * math.pi / ANGLES) * spec.continuity) ** 2
 
