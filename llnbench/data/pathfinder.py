@@ -67,7 +67,7 @@ SEED_TRIES = (
     16  # candidate positions per snake start (the first free one is uniform on the free set)
 )
 DISTRACTOR_TRIES = 5  # the original's max_distractor_contour_retrial + 1
-BATCH_CELLS = 1 << 23  # map pixels per batch of canvases (bounds the memory of one batch)
+BATCH_CELLS = 1 << 19  # map pixels per batch of canvases (bounds the memory of one batch)
 
 
 @dataclass(frozen=True)
@@ -332,16 +332,19 @@ class _Canvas:
             out |= words[..., i] != 0
         return out
 
-    def place(self, snake: _Snakes, older, rows, parts: list[tuple[np.ndarray, np.ndarray]]):
-        """Make (base, grown pixels) ``parts`` the newest paddle of ``snake`` in ``rows``; the one
-        it replaces moves to ``older`` (None for a snake's first paddle)."""
-        old = snake.last_px[rows]
-        if older is not None:
-            older.reshape(-1)[old] = True
-        snake.last.reshape(-1)[old] = False
+    def place(self, snake: _Snakes, rows, parts, rivals: list[_Snakes], first: bool = False):
+        """Make (base, grown pixels) ``parts`` the newest paddle of ``snake`` in ``rows``: the
+        ``rivals`` may no longer come near it, and the paddle it replaces becomes forbidden to
+        the snake itself."""
+        if not first:
+            old = snake.last_px[rows]
+            snake.blocked.reshape(-1)[old] = True
+            snake.last.reshape(-1)[old] = False
         new = np.concatenate([self._at(rows, base, pixels) for base, pixels in parts], axis=1)
         new = new[:, np.arange(snake.last_px.shape[1]) % new.shape[1]]
         snake.last.reshape(-1)[new] = True
+        for rival in rivals:
+            rival.blocked.reshape(-1)[new] = True
         snake.last_px[rows] = new
 
     def draw(self, rows, base, pixels: np.ndarray, values: np.ndarray, level: float) -> None:
@@ -355,10 +358,13 @@ class _Canvas:
 
 
 class _Snakes:
-    """The growing state of one snake per row: pivot, heading and its newest paddle's map."""
+    """The growing state of one snake per row: pivot, heading, its newest paddle's map (grown by
+    link_radius: the next paddle must touch it) and the map of what it must not touch (walls,
+    its own older paddles, every paddle of the other snakes, all grown by link_radius)."""
 
-    def __init__(self, canvas: _Canvas):
+    def __init__(self, canvas: _Canvas, blocked: np.ndarray):
         count = canvas.count
+        self.blocked = blocked
         self.last = canvas.blank()
         width = canvas.paddle_grown.shape[1] + canvas.marker_grown.shape[1]
         self.last_px = np.zeros((count, width), dtype=np.int64)  # where ``last`` is set
@@ -385,15 +391,15 @@ def _turns(spec: PathfinderSpec) -> tuple[np.ndarray, np.ndarray]:
     return turns, np.cos(turns * (2 * math.pi / ANGLES) * spec.continuity) ** 2
 
 
-def _seed(cv: _Canvas, rows, snake: _Snakes, others, tails, heads, marked: bool):
+def _seed(cv: _Canvas, rows, snake: _Snakes, rivals, tails, heads, marked: bool):
     """Start ``snake`` in ``rows`` at the first free candidate of (tails (b, T, 2), heading indices
     (b, T)); ``marked``: with room for a marker on the tail. Returns which rows found one."""
     spec = cv.spec
     base, frac = cv.anchor(tails)
     ids = heads * SUBPIXEL**2 + frac
-    hit = cv.hits(cv.where(rows, base, cv.paddle[ids]), cv.blocked, *others)
+    hit = cv.hits(cv.where(rows, base, cv.paddle[ids]), snake.blocked)
     if marked:
-        hit |= cv.hits(cv.where(rows, base, cv.marker[frac]), cv.blocked, *others)
+        hit |= cv.hits(cv.where(rows, base, cv.marker[frac]), snake.blocked)
     free = ~hit
     ok = free.any(axis=1)
     pick = np.argmax(free, axis=1)[ok]
@@ -404,19 +410,18 @@ def _seed(cv: _Canvas, rows, snake: _Snakes, others, tails, heads, marked: bool)
     parts = [(base, cv.paddle_grown[ids])]
     if marked:
         parts.append((base, cv.marker_grown[frac]))
-    snake.last_px[grown] = cv._at(grown, base, cv.paddle_grown[ids])[:, :1]  # a pixel to clear
-    cv.place(snake, None, grown, parts)
+    cv.place(snake, grown, parts, rivals, first=True)
     snake.start[grown] = np.round(tail * SUBPIXEL) / SUBPIXEL
     snake.heading[grown] = heading
     snake.pivot[grown] = tail + (spec.paddle_length + spec.paddle_margin) * _unit(heading)
     return ok
 
 
-def _extend(rng, cv: _Canvas, rows, snake: _Snakes, older, others, final: bool):
+def _extend(rng, cv: _Canvas, rows, snake: _Snakes, rivals, final: bool):
     """Add one paddle to ``snake`` in ``rows``: a free direction drawn with the cos² turn weights;
-    the paddle must touch the snake's newest one (grown) and nothing in ``older`` and ``others``.
-    ``older`` receives the newest paddle's map once a new one replaces it. ``final``: the paddle
-    also keeps room for a marker on its free end. Returns which rows grew."""
+    the paddle must touch the snake's newest one (grown) and nothing the snake must not touch.
+    ``final``: the paddle also keeps room for a marker on its free end. Returns which rows
+    grew."""
     spec = cv.spec
     turns, weights = _turns(spec)
     angle = (snake.heading[rows, None] + turns[None, :]) % ANGLES  # (b, K)
@@ -425,12 +430,12 @@ def _extend(rng, cv: _Canvas, rows, snake: _Snakes, older, others, final: bool):
     base, frac = cv.anchor(tails)
     ids = angle * SUBPIXEL**2 + frac
     where = cv.where(rows, base, cv.paddle[ids])
-    hit = cv.hits(where, older, *others)
+    hit = cv.hits(where, snake.blocked)
     touch = cv.hits(where, snake.last)
     if final:
         ends = tails + spec.paddle_length * u
         mbase, mfrac = cv.anchor(ends)
-        hit |= cv.hits(cv.where(rows, mbase, cv.marker[mfrac]), older, *others)
+        hit |= cv.hits(cv.where(rows, mbase, cv.marker[mfrac]), snake.blocked)
     w = np.where(touch & ~hit, weights[None, :], 0.0)
     total = w.sum(axis=1)
     ok = total > 0
@@ -443,7 +448,7 @@ def _extend(rng, cv: _Canvas, rows, snake: _Snakes, older, others, final: bool):
     parts = [(base, cv.paddle_grown[ids])]
     if final:
         parts.append((mbase[sel, pick], cv.marker_grown[mfrac[sel, pick]]))
-    cv.place(snake, older, grown, parts)
+    cv.place(snake, grown, parts, rivals)
     if final:
         snake.end[grown] = np.round(ends[sel, pick] * SUBPIXEL) / SUBPIXEL
     snake.pivot[grown] += cv.step * _unit(chosen)
@@ -455,25 +460,25 @@ def _targets(rng, cv: _Canvas) -> tuple[np.ndarray, _Snakes, _Snakes]:
     """The two target snakes on every canvas; returns which canvases hold both, complete."""
     spec, count = cv.spec, cv.count
     n, sd = spec.size, spec.seed_distance
-    a, c = _Snakes(cv), _Snakes(cv)
+    a, c = _Snakes(cv, cv.blocked.copy()), _Snakes(cv, cv.blocked.copy())
     # the first snake starts at least 2 × seed_distance from the border (the original's rule)
     lo, hi = min(2 * sd, n / 2 - 1), max(n - 1 - 2 * sd, n / 2)
     tails = rng.uniform(lo, hi, size=(count, 1, 2))
     heads = rng.integers(0, ANGLES, (count, 1))
     alive = np.arange(count)
-    ok = _seed(cv, alive, a, [], tails, heads, True)
+    ok = _seed(cv, alive, a, [c], tails, heads, True)
     alive = alive[ok]
     around = rng.uniform(0, 2 * math.pi, size=(len(alive), SEED_TRIES))
     tails = a.start[alive, None, :] + sd * np.stack([np.sin(around), np.cos(around)], axis=-1)
     heads = rng.integers(0, ANGLES, (len(alive), SEED_TRIES))
-    ok = _seed(cv, alive, c, [a.last], tails, heads, True)
+    ok = _seed(cv, alive, c, [a], tails, heads, True)
     alive = alive[ok]
     for step in range(spec.contour_length - 1):
         final = step == spec.contour_length - 2
         for snake, other in ((a, c), (c, a)):
-            ok = _extend(rng, cv, alive, snake, cv.blocked, [other.last], final)
+            ok = _extend(rng, cv, alive, snake, [other], final)
             alive = alive[ok]
-    cv.blocked[alive] |= a.last[alive] | c.last[alive]
+    cv.blocked[alive] = a.blocked[alive] | c.blocked[alive]  # every stroke, grown, and walls
     a.draw(cv, alive, spec.target_contrast)
     c.draw(cv, alive, spec.target_contrast)
     done = np.zeros(count, dtype=bool)
@@ -493,19 +498,18 @@ def _distractors(rng, cv: _Canvas) -> None:
             if len(pending) == 0:
                 break
             part = cv.subset(pending)
-            snake = _Snakes(part)
-            older = part.blank()
+            snake = _Snakes(part, part.blocked)
             tails = rng.uniform(pad, n - 1 - pad, size=(part.count, SEED_TRIES, 2))
             heads = rng.integers(0, ANGLES, (part.count, SEED_TRIES))
             alive = np.arange(part.count)
             ok = _seed(part, alive, snake, [], tails, heads, False)
             alive = alive[ok]
             for _ in range(spec.distractor_length - 1):
-                ok = _extend(rng, part, alive, snake, older, [part.blocked], False)
+                ok = _extend(rng, part, alive, snake, [], False)
                 alive = alive[ok]
             snake.draw(part, alive, spec.distractor_contrast)
             rows = pending[alive]
-            cv.blocked[rows] |= older[alive] | snake.last[alive]
+            cv.blocked[rows] = part.blocked[alive] | snake.last[alive]
             cv.ink[rows] = np.maximum(cv.ink[rows], part.ink[alive])
             grown = np.zeros(part.count, dtype=bool)
             grown[alive] = True
