@@ -18,7 +18,7 @@ LRA's parameters, from the docstrings of ``lra_benchmarks/data/pathfinder.py`` (
            marker_radius 1.5, seed_distance 7, continuity 1.0, snake contrast 2 × paddle contrast
            0.75 (the distractors get the snake contrast, 2), distractors 20 // distractor_length
     64×64  paddle_length 5 (default), paddle_thickness 1, paddle_margin 1, antialias_scale 2,
-           padding 1, marker_radius 2.5, seed_distance 12, continuity 1.8, snake contrast 0.8
+           padding 1, marker_radius 2.5, seed_distance 12, continuity 1.8 (see below), contrast 0.8
            (targets and distractors), distractors 22 / distractor_length (Python 2: floor)
     both   contour_length 6 / 9 / 14 for the easy / intermediate / hard splits (LRA reports hard),
            distractor_length = contour_length // 3, no single-paddle distractors
@@ -31,15 +31,22 @@ original draws at ``antialias_scale`` and resizes with Lanczos. That adds faint 
 about 6 grey levels). Here that ringing is left out, so every stroke's footprint (its non-zero
 pixels) stays compact.
 
-Two departures, both to close shortcuts and keep the task well posed:
+Departures from the original, each measured or needed:
 
-- Separation: pixels of different snakes are never within ``link_radius`` (Chebyshev) of each
-  other. The reserved space around all four snake ends, marked or not, counts too. Consecutive
+- Separation: pixels of different snakes are never within ``link_radius`` (Euclidean) of each
+  other, the room kept for a marker at each of the four target ends counting too; consecutive
   paddles of one snake always are. A flood fill that bridges gaps of up to ``link_radius``
-  therefore recovers every label; the original only keeps margins of about this size.
+  therefore recovers every label. The original keeps margins of about this size, with no
+  guarantee.
 - Marker distance: an image is kept only while its class has not drawn more images at its marker
   distance (bins of ``DISTANCE_BIN`` px) than the other class. The two classes then have the same
   distance histogram, so the distance between the markers tells nothing about the label.
+- Pathfinder-64 turns with continuity 1.0 (LRA's 32×32 value), not the 1.8 of its docstring. At
+  1.8 (turns of at most 50°) no pair of 14-paddle snakes fit in 64×64: 0 of 500 tries.
+- Directions: the next paddle is drawn among all free directions on a 10° grid, where the
+  original draws three times from whole-pixel heads and gives up. A snake with no free direction
+  still ends the try, as in the original, and the pair is drawn again. At 32×32 hard that is
+  about 2 % of pairs fitting: most of the generation time.
 """
 
 from __future__ import annotations
@@ -63,11 +70,10 @@ ANGLES = 36  # paddle directions (10° apart); the original samples whole pixels
 SUBPIXEL = 4  # paddle ends and marker centres lie on a quarter-pixel grid
 SUPERSAMPLE = 8  # coverage samples per pixel side
 DISTANCE_BIN = 0.5  # px: the marker-distance histogram both classes share
-SEED_TRIES = (
-    16  # candidate positions per snake start (the first free one is uniform on the free set)
-)
+SEED_TRIES = 16  # candidate starts per snake; the first free one is uniform on the free set
 DISTRACTOR_TRIES = 5  # the original's max_distractor_contour_retrial + 1
-BATCH_CELLS = 1 << 19  # map pixels per batch of canvases (bounds the memory of one batch)
+BATCH_CELLS = 1 << 22
+POOL = 1024  # images drawn per round before the distance balancing picks (bounds the memory)  # map pixels per batch of canvases (bounds the memory of one batch)
 
 
 @dataclass(frozen=True)
@@ -563,7 +569,7 @@ def generate(count: int, spec: PathfinderSpec, seed: str) -> PathfinderImages:
     seen = {0: {}, 1: {}}  # class → distance bin → images kept
     kept = 0
     while kept < count:
-        pool = max(64, math.ceil((count - kept) * 1.25))
+        pool = min(POOL, max(64, math.ceil((count - kept) * 1.25)))
         cv, starts, ends = _configurations(rng, spec, pool)
         label = rng.integers(0, 2, pool)
         origin = rng.integers(0, 2, pool)
