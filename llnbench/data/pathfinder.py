@@ -338,20 +338,29 @@ class _Canvas:
             out |= words[..., i] != 0
         return out
 
-    def place(self, snake: _Snakes, rows, parts, rivals: list[_Snakes], first: bool = False):
-        """Make (base, grown pixels) ``parts`` the newest paddle of ``snake`` in ``rows``: the
-        ``rivals`` may no longer come near it, and the paddle it replaces becomes forbidden to
-        the snake itself."""
+    def place(self, snake: _Snakes, rows, paddle, marker, rivals: list[_Snakes], first=False):
+        """Make the grown ``paddle`` (base, pixels), with a marker's grown room ``marker`` (base,
+        pixels) or None, the newest paddle of ``snake`` in ``rows``: the ``rivals`` may no
+        longer come near it, and the paddle it replaces becomes forbidden to the snake itself."""
         if not first:
-            old = snake.last_px[rows]
-            snake.blocked.reshape(-1)[old] = True
-            snake.last.reshape(-1)[old] = False
-        new = np.concatenate([self._at(rows, base, pixels) for base, pixels in parts], axis=1)
-        new = new[:, np.arange(snake.last_px.shape[1]) % new.shape[1]]
-        snake.last.reshape(-1)[new] = True
-        for rival in rivals:
-            rival.blocked.reshape(-1)[new] = True
-        snake.last_px[rows] = new
+            old = [snake.last_px[rows]]
+            with_room = rows[snake.has_room[rows]]
+            if len(with_room):
+                old.append(snake.room_px[with_room])
+                snake.has_room[with_room] = False
+            for px in old:
+                snake.blocked.reshape(-1)[px] = True
+                snake.last.reshape(-1)[px] = False
+        for part, out in ((paddle, snake.last_px), (marker, snake.room_px)):
+            if part is None:
+                continue
+            new = self._at(rows, *part)
+            snake.last.reshape(-1)[new] = True
+            for rival in rivals:
+                rival.blocked.reshape(-1)[new] = True
+            out[rows] = new
+        if marker is not None:
+            snake.has_room[rows] = True
 
     def draw(self, rows, base, pixels: np.ndarray, values: np.ndarray, level: float) -> None:
         at = self.ink.reshape(-1)
@@ -372,8 +381,9 @@ class _Snakes:
         count = canvas.count
         self.blocked = blocked
         self.last = canvas.blank()
-        width = canvas.paddle_grown.shape[1] + canvas.marker_grown.shape[1]
-        self.last_px = np.zeros((count, width), dtype=np.int64)  # where ``last`` is set
+        self.last_px = np.zeros((count, canvas.paddle_grown.shape[1]), dtype=np.int64)
+        self.room_px = np.zeros((count, canvas.marker_grown.shape[1]), dtype=np.int64)
+        self.has_room = np.zeros(count, dtype=bool)  # the newest paddle keeps a marker's room
         self.pivot = np.zeros((count, 2))
         self.heading = np.zeros(count, dtype=np.int64)
         self.start = np.zeros((count, 2))  # the first paddle's free end (a marker spot)
@@ -413,10 +423,8 @@ def _seed(cv: _Canvas, rows, snake: _Snakes, rivals, tails, heads, marked: bool)
     grown, base, ids, frac = rows[ok], base[sel, pick], ids[sel, pick], frac[sel, pick]
     tail, heading = tails[sel, pick], heads[sel, pick]
     snake.strokes.append((grown, base, ids))
-    parts = [(base, cv.paddle_grown[ids])]
-    if marked:
-        parts.append((base, cv.marker_grown[frac]))
-    cv.place(snake, grown, parts, rivals, first=True)
+    room = (base, cv.marker_grown[frac]) if marked else None
+    cv.place(snake, grown, (base, cv.paddle_grown[ids]), room, rivals, first=True)
     snake.start[grown] = np.round(tail * SUBPIXEL) / SUBPIXEL
     snake.heading[grown] = heading
     snake.pivot[grown] = tail + (spec.paddle_length + spec.paddle_margin) * _unit(heading)
@@ -451,10 +459,8 @@ def _extend(rng, cv: _Canvas, rows, snake: _Snakes, rivals, final: bool):
     grown = rows[ok]
     base, ids, chosen = base[sel, pick], ids[sel, pick], angle[sel, pick]
     snake.strokes.append((grown, base, ids))
-    parts = [(base, cv.paddle_grown[ids])]
-    if final:
-        parts.append((mbase[sel, pick], cv.marker_grown[mfrac[sel, pick]]))
-    cv.place(snake, grown, parts, rivals)
+    room = (mbase[sel, pick], cv.marker_grown[mfrac[sel, pick]]) if final else None
+    cv.place(snake, grown, (base, cv.paddle_grown[ids]), room, rivals)
     if final:
         snake.end[grown] = np.round(ends[sel, pick] * SUBPIXEL) / SUBPIXEL
     snake.pivot[grown] += cv.step * _unit(chosen)
