@@ -270,3 +270,23 @@ def test_a_window_without_enough_distinct_expressions_is_refused(tmp_path) -> No
     cfg = tiny(max_length=5, min_length=3, train_size=450, cache_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="too few distinct expressions"):
         load_lra("listops", cfg)
+
+
+def test_pathfinder_splits_come_with_their_metadata() -> None:
+    from dataclasses import asdict
+
+    from llnbench.data.lra_generate import chunk_seed, generate_splits
+
+    spec = pathfinder.spec_for(32, "intermediate")
+    meta: dict = {}
+    sizes = {"train": 12, "validation": 6, "test": 6}
+    splits = generate_splits("pathfinder32", asdict(spec), sizes, 0, workers=1, metadata=meta)
+    for split, n in sizes.items():
+        assert meta[split]["marker_centres"].shape == (n, 2, 2)
+        assert (meta[split]["contour_length"] == 9).all() and meta[split][
+            "difficulty"
+        ] == "intermediate"
+    # the metadata belongs to the images it travels with
+    drawn = pathfinder.generate(6, spec, chunk_seed("pathfinder32", "test", 0, 0))
+    assert [image.tobytes() for image in drawn.images] == splits["test"][0]
+    assert (drawn.marker_centres == meta["test"]["marker_centres"]).all()
