@@ -5,8 +5,13 @@ plus the LRA rules (lengths, depth, arguments, distinct expressions), determinis
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import subprocess
+import sys
+import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,13 +80,18 @@ def test_median_rounds_down_like_lra() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Pathfinder: a flood fill of its own over the rendered grid
+# Pathfinder: a flood fill of its own over the rendered grid (the statistical readers, and a
+# vectorised flood fill on thousands of images, are in test_lra_shortcuts.py)
 
 
-def joined(image: np.ndarray, a: tuple[int, int], b: tuple[int, int], radius: int) -> bool:
-    """BFS over ink pixels; two pixels are neighbours within Chebyshev distance ``radius``."""
+def joined(image: np.ndarray, a: tuple[int, int], b: tuple[int, int], radius: float) -> bool:
+    """BFS over ink pixels; two pixels are neighbours within Euclidean distance ``radius``."""
     ink = image > 0
     n = image.shape[0]
+    r = int(radius)
+    steps = [
+        (v, u) for v in range(-r, r + 1) for u in range(-r, r + 1) if v * v + u * u <= radius**2
+    ]
     seen = np.zeros_like(ink)
     queue = deque([a])
     seen[a] = True
@@ -89,37 +99,105 @@ def joined(image: np.ndarray, a: tuple[int, int], b: tuple[int, int], radius: in
         y, x = queue.popleft()
         if (y, x) == b:
             return True
-        for v in range(max(0, y - radius), min(n, y + radius + 1)):
-            for u in range(max(0, x - radius), min(n, x + radius + 1)):
-                if ink[v, u] and not seen[v, u]:
-                    seen[v, u] = True
-                    queue.append((v, u))
+        for v, u in steps:
+            if 0 <= y + v < n and 0 <= x + u < n and ink[y + v, x + u] and not seen[y + v, x + u]:
+                seen[y + v, x + u] = True
+                queue.append((y + v, x + u))
     return False
 
 
+@pytest.mark.parametrize("difficulty", ["easy", "hard"])
 @pytest.mark.parametrize("size", [32, 64])
-def test_pathfinder_positives_are_joined_and_negatives_are_not(size: int) -> None:
-    spec = pathfinder.SPECS[size]
-    count = 60 if size == 32 else 16
-    images, labels, markers = pathfinder.generate(count, spec, f"flood-{size}")
-    assert images.shape == (count, size, size) and set(np.unique(images)) <= {0, 255}
+def test_pathfinder_positives_are_joined_and_negatives_are_not(size: int, difficulty: str) -> None:
+    spec = pathfinder.spec_for(size, difficulty)
+    count = 40 if size == 32 else 16
+    drawn = pathfinder.generate(count, spec, f"flood-{size}-{difficulty}")
+    images, labels = drawn.images, drawn.labels
+    assert images.shape == (count, size, size) and images.dtype == np.uint8
+    assert len(np.unique(images)) > 10  # anti-aliased grey levels, not a binary image
     assert 0 < labels.sum() < count
-    bridge = spec.gap + 1  # a gap between two dashes of one contour is `gap` pixels wide
-    r = spec.marker_radius
-    for image, label, (a, b) in zip(images, labels, markers):
-        a, b = tuple(map(int, a)), tuple(map(int, b))
-        for y, x in (a, b):  # each marker is a filled square
-            assert (image[y - r : y + r + 1, x - r : x + r + 1] == 255).all()
-        assert joined(image, a, b, bridge) == bool(label)
-        # the contours are dashed: without bridging gaps, no marker reaches the other
-        assert not joined(image, a, b, 1)
+    assert drawn.marker_centres.shape == (count, 2, 2)
+    assert (drawn.contour_lengths == pathfinder.DIFFICULTIES[difficulty]).all()
+    for image, label, (a, b) in zip(images, labels, drawn.marker_centres):
+        a, b = tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int))
+        assert image[a] == 255 and image[b] == 255  # a round marker's centre is fully covered
+        assert joined(image, a, b, spec.link_radius) == bool(label)
 
 
-def test_pathfinder_classes_carry_the_same_ink() -> None:
-    images, labels, _ = pathfinder.generate(120, pathfinder.SPECS[32], "ink")
-    ink = (images > 0).reshape(len(images), -1).sum(axis=1)
-    positive, negative = ink[labels == 1].mean(), ink[labels == 0].mean()
-    assert abs(positive - negative) / negative < 0.1  # no pixel-count shortcut to the label
+def test_pathfinder_is_seeded() -> None:
+    spec = pathfinder.spec_for(32, "easy")
+    one, two = (pathfinder.generate(30, spec, "seeded") for _ in range(2))
+    assert (one.images == two.images).all() and (one.labels == two.labels).all()
+    assert (one.marker_centres == two.marker_centres).all()
+    other = pathfinder.generate(30, spec, "another")
+    assert (other.images != one.images).any()
+
+
+def test_pathfinder_difficulty_is_checked() -> None:
+    assert [pathfinder.spec_for(32, d).contour_length for d in pathfinder.DIFFICULTIES] == [
+        6,
+        9,
+        14,
+    ]
+    assert pathfinder.SPECS[64].difficulty == "hard"  # LRA reports the hard split
+    with pytest.raises(
+        ConfigError, match="data.difficulty='medium' is not a Pathfinder difficulty"
+    ):
+        pathfinder.spec_for(32, "medium")
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_generation_workers_exit_when_their_parent_is_killed() -> None:
+    script = (
+        "from dataclasses import asdict\n"
+        "from llnbench.data import pathfinder\n"
+        "from llnbench.data.lra_generate import generate_splits\n"
+        "sizes = {'train': 100000, 'validation': 4000, 'test': 4000}\n"
+        "generate_splits('pathfinder32', asdict(pathfinder.SPECS[32]), sizes, 0, workers=2)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+            workers = [
+                pid
+                for pid in _children(parent.pid)
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ]
+        assert len(workers) == 2, f"the generation did not start its workers: {workers}"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "workers outlived their killed parent"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,7 +243,8 @@ def test_pathfinder_sequences_are_cls_and_shifted_pixels(tmp_path) -> None:
     cfg = LraDataConfig(train_size=4, validation_size=2, test_size=2, cache_dir=str(tmp_path))
     data = load_lra("pathfinder32", cfg)
     row = data.splits["train"].input_ids[0]
-    assert len(row) == 1025 and row[0] == 1 and set(np.unique(row[1:])) <= {2, 257}
+    assert len(row) == 1025 and row[0] == 1
+    assert row[1:].min() >= 2 and row[1:].max() == 257  # grey level + 2
     assert data.resolved.sequence_length == 1025
 
 
@@ -191,3 +270,23 @@ def test_a_window_without_enough_distinct_expressions_is_refused(tmp_path) -> No
     cfg = tiny(max_length=5, min_length=3, train_size=450, cache_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="too few distinct expressions"):
         load_lra("listops", cfg)
+
+
+def test_pathfinder_splits_come_with_their_metadata() -> None:
+    from dataclasses import asdict
+
+    from llnbench.data.lra_generate import chunk_seed, generate_splits
+
+    spec = pathfinder.spec_for(32, "intermediate")
+    meta: dict = {}
+    sizes = {"train": 12, "validation": 6, "test": 6}
+    splits = generate_splits("pathfinder32", asdict(spec), sizes, 0, workers=1, metadata=meta)
+    for split, n in sizes.items():
+        assert meta[split]["marker_centres"].shape == (n, 2, 2)
+        assert (meta[split]["contour_length"] == 9).all() and meta[split][
+            "difficulty"
+        ] == "intermediate"
+    # the metadata belongs to the images it travels with
+    drawn = pathfinder.generate(6, spec, chunk_seed("pathfinder32", "test", 0, 0))
+    assert [image.tobytes() for image in drawn.images] == splits["test"][0]
+    assert (drawn.marker_centres == meta["test"]["marker_centres"]).all()
