@@ -53,7 +53,7 @@ from llnbench.devices import resolve_device
 from llnbench.errors import CheckpointError
 from llnbench.model.pretrained import Pretrained, load_pretrained
 from llnbench.model.roberta import RobertaForMaskedLM
-from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def run_checkpoint(cfg: AnalyzeConfig) -> Path:
     tokenizer = load_tokenizer(shared_tokenizer(runs, labels))
     sequences = held_out(cfg, runs, labels, tokenizer)
     device = resolve_device(cfg.device)
-    run_dir = new_run_dir("analyze", "checkpoint", cfg.run_dir)
+    run_dir = open_run_dir("analyze", "checkpoint", cfg.run_dir)
     save_config(run_dir, cfg)
     tracker = Tracker(
         run_dir, job="analyze", name=f"analyze-checkpoint-{'-vs-'.join(labels)}",

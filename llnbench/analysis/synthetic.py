@@ -47,7 +47,7 @@ from llnbench.console import console
 from llnbench.devices import resolve_device
 from llnbench.errors import ConfigError
 from llnbench.progress import ProgressBar
-from llnbench.runs import as_plain, new_run_dir, save_config
+from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.tracking import Tracker
 
 # Numbers of one (mechanism, σ²) that get a mean and a spread over draws in every row.
@@ -66,7 +66,7 @@ def mechanism_options(cfg: AnalyzeConfig, name: str) -> dict[str, Any]:
 def run_synthetic(cfg: AnalyzeConfig) -> Path:
     device = resolve_device(cfg.device)
     modules, skipped = build_mechanisms(cfg)
-    run_dir = new_run_dir("analyze", "synthetic", cfg.run_dir)
+    run_dir = open_run_dir("analyze", "synthetic", cfg.run_dir)
     save_config(run_dir, cfg)
     tracker = Tracker(
         run_dir, job="analyze", name=f"analyze-synthetic-N{cfg.seq_len}",

@@ -26,7 +26,7 @@ from llnbench.reporting.sections import (
     pretrain_section,
     scale_section,
 )
-from llnbench.runs import new_run_dir, save_config
+from llnbench.runs import open_run_dir, save_config
 
 
 @dataclass
@@ -56,7 +56,7 @@ def run(cfg: ReportConfig) -> Path:
         raise ConfigError(
             f"no llnbench run directories found under {', '.join(cfg.inputs)}{unreadable}"
         )
-    run_dir = new_run_dir("report", "report", cfg.run_dir)
+    run_dir = open_run_dir("report", "report", cfg.run_dir)
     save_config(run_dir, cfg)
     sections = [
         scale_section(found["scale"], run_dir),
