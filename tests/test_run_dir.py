@@ -131,7 +131,11 @@ def test_scale_out_into_a_pretraining_run_is_refused(finished) -> None:
 def test_analyze_and_report_into_a_pretraining_run_are_refused(finished, job) -> None:
     run_dir, _ = finished
     before = (run_dir / "results.json").read_text()
-    extra = ["seq_len=16", "draws=1", "wandb.mode=disabled"] if job == "analyze" else []
+    extra = (
+        ["seq_len=16", "draws=1", "wandb.mode=disabled"]
+        if job == "analyze"
+        else [str(run_dir.parent)]
+    )
     text = last_line(invoke(job, *extra, f"run_dir={run_dir}"), code=2)
     assert f"holds a pretrain run; a {job} run cannot continue in it" in text
     assert (run_dir / "results.json").read_text() == before

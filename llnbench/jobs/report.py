@@ -43,6 +43,7 @@ class ReportConfig:
 def run(cfg: ReportConfig) -> Path:
     problems: list[str] = []  # unreadable files, named in the report instead of stopping it
     left_out: list[Path] = []  # runs/gpu-check/ below an input: the GPU check's own tiny runs
+    run_dir = open_run_dir("report", "report", cfg.run_dir)  # not another job's run
     found = find_runs(cfg.inputs, exclude=Path(cfg.run_dir) if cfg.run_dir else None,
                       problems=problems, left_out=left_out)  # fmt: skip
     for folder in left_out:
@@ -56,7 +57,6 @@ def run(cfg: ReportConfig) -> Path:
         raise ConfigError(
             f"no llnbench run directories found under {', '.join(cfg.inputs)}{unreadable}"
         )
-    run_dir = open_run_dir("report", "report", cfg.run_dir)
     save_config(run_dir, cfg)
     sections = [
         scale_section(found["scale"], run_dir),
