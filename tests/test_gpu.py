@@ -47,7 +47,7 @@ def test_lln_bf16_long_sequence_on_cuda(causal: bool) -> None:
     assert (out.double().cpu() - ref).abs().max() <= 1e-2 * ref.abs().max()
 
 
-def test_scale_on_cuda_measures_memory_with_flash(tmp_path) -> None:
+def test_scale_on_cuda_times_every_sdpa_backend_and_measures_memory(tmp_path) -> None:
     result = CliRunner().invoke(app, [
         "scale", "--attention", "softmax,lln", "--min-len", "1024", "--max-len", "2048",
         "--device", "cuda", "--dtype", "bf16", "--out", str(tmp_path), "wandb.mode=disabled",
@@ -57,8 +57,14 @@ def test_scale_on_cuda_measures_memory_with_flash(tmp_path) -> None:
     import json
 
     data = json.loads((tmp_path / "scale.json").read_text())
-    assert data["machine"]["sdpa_backend"] == "flash" and data["machine"]["gpu"]
-    assert all(r["status"] == "ok" and r["peak_mib"] > 0 for r in data["rows"])
+    assert data["machine"]["sdpa_backend"] == "cudnn,flash,efficient (fastest per cell)"
+    assert data["machine"]["gpu"]
+    series = {r["series"] for r in data["rows"]}
+    assert {"softmax", "softmax[cudnn]", "softmax[flash]", "softmax[efficient]", "lln"} == series
+    main = [r for r in data["rows"] if r["series"] in ("softmax", "lln")]
+    assert all(r["status"] == "ok" and r["peak_mib"] > 0 for r in main)
+    flash = [r for r in data["rows"] if r["series"] == "softmax[flash]"]
+    assert all(r["status"] == "ok" for r in flash)  # every CUDA GPU since Ampere has it
 
 
 # -- the GPU fast paths (attention.backend=triton | fla) against float64 ------------------------

@@ -19,7 +19,10 @@ from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
 
-SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+SDPA_BACKENDS = ("auto", "default", "cudnn", "flash", "efficient", "math")
+# what ``auto`` times, one series each (softmax[cudnn], ...); the fastest per cell is ``softmax``
+SDPA_CUDA = ("cudnn", "flash", "efficient")
+SDPA_CPU = ("flash", "math")  # the others have no CPU kernel
 BENCH_PAD_ID = 1  # any id works: benchmark inputs contain no padding
 
 
@@ -123,13 +126,17 @@ def _no_grad(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
     return call
 
 
-def sdpa_backend_name(requested: str, device: torch.device) -> str:
-    """``auto`` pins flash on CUDA and leaves CPU to its default (the flash CPU kernel)."""
+def sdpa_candidates(device: torch.device) -> tuple[str, ...]:
+    """The SDPA kernels that can run on this device type, fastest-first on Hopper."""
+    return SDPA_CUDA if device.type == "cuda" else SDPA_CPU
+
+
+def sdpa_backend_names(requested: str, device: torch.device) -> list[str]:
+    """The SDPA backends softmax is timed on: ``auto`` every candidate of the device (the fastest
+    of them per cell is the baseline), ``default`` PyTorch's own choice, else the one pinned."""
     if requested not in SDPA_BACKENDS:
         raise one_of("SDPA backend", requested, SDPA_BACKENDS)
-    if requested == "auto":
-        return "flash" if device.type == "cuda" else "default"
-    return requested
+    return list(sdpa_candidates(device)) if requested == "auto" else [requested]
 
 
 @contextlib.contextmanager
