@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from llnbench.attention import build_attention
-from llnbench.compiling import maybe_compile
+from llnbench.compiling import maybe_compile, step_begin
 from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
@@ -64,6 +64,7 @@ def layer_call(
     grad_out = torch.randn(shape, device=device, dtype=dtype)
 
     def forward_backward() -> None:
+        step_begin(compile)
         forward().backward(grad_out)
         q.grad = k.grad = v.grad = None
         attn.zero_grad(set_to_none=True)
@@ -97,6 +98,7 @@ def model_call(
     optimizer = build_optimizer(model, TrainerConfig())
 
     def train_step() -> None:
+        step_begin(compile)
         forward().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
