@@ -53,14 +53,15 @@ def configure(setting: bool | str) -> str | None:
     return name
 
 
-def maybe_compile(fn: T, setting: bool | str) -> T:
-    """``torch.compile(fn, ...)`` when the setting asks for it, else ``fn`` itself."""
+def maybe_compile(fn: T, setting: bool | str, dynamic: bool | None = None) -> T:
+    """``torch.compile(fn, ...)`` when the setting asks for it, else ``fn`` itself. ``dynamic``
+    as torch.compile's (True: one graph for every sequence length; CUDA graphs stay static)."""
     name = configure(setting)
     if name is None:
         return fn
     if name == CUDA_GRAPHS:
         return torch.compile(fn, backend="inductor", mode="reduce-overhead")  # type: ignore[return-value]
-    return torch.compile(fn, backend=name)  # type: ignore[return-value]
+    return torch.compile(fn, backend=name, dynamic=dynamic)  # type: ignore[return-value]
 
 
 def step_begin(setting: bool | str) -> None:

@@ -44,11 +44,12 @@ def option_error(name: str, options: dict[str, Any], err: Exception) -> ConfigEr
 def layer_call(
     name: str, options: dict[str, Any], *, batch: int, heads: int, head_dim: int, n: int,
     causal: bool, mode: str, device: torch.device, dtype: torch.dtype, compile: bool | str = False,
+    dynamic: bool | None = None,
 ) -> Callable[[], None]:  # fmt: skip
     """One forward (no_grad, eval) or forward + backward (train) of one attention core."""
     attn = build_attention(name, num_heads=heads, head_dim=head_dim, causal=causal, **options)
     attn = attn.to(device)
-    run = maybe_compile(attn, compile)
+    run = maybe_compile(attn, compile, dynamic)
     shape = (batch, heads, n, head_dim)
     grad = mode == "fwdbwd"
     q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in "qkv")
@@ -75,6 +76,7 @@ def layer_call(
 def model_call(
     model_cfg: ModelConfig, attention: AttentionConfig, *, batch: int, n: int, mode: str,
     device: torch.device, dtype: torch.dtype, compile: bool | str = False,
+    dynamic: bool | None = None,
 ) -> Callable[[], None]:  # fmt: skip
     """One training step of RobertaForMaskedLM (fwdbwd) or one forward with loss (fwd)."""
     from llnbench.train.config import TrainerConfig
@@ -82,7 +84,7 @@ def model_call(
 
     cfg = dataclasses.replace(model_cfg, max_len=max(model_cfg.max_len, n))
     model = RobertaForMaskedLM(cfg, attention, BENCH_PAD_ID).to(device)
-    run = maybe_compile(model, compile)
+    run = maybe_compile(model, compile, dynamic)
     ids = torch.randint(5, 50257, (batch, n), device=device)
     labels = torch.where(torch.rand(batch, n, device=device) < 0.15, ids, IGNORE_INDEX)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)

@@ -65,6 +65,7 @@ class ScaleConfig:
     compile: bool | CompileBackend = False  # torch.compile each timed layer / model
     min_len: int = 1024
     max_len: int = 16384
+    seq_lens: list[int] = field(default_factory=list)  # explicit lengths instead of the doubling
     mode: Literal["fwd", "fwdbwd", "both"] = "both"
     causal: bool = False
     device: str = "auto"
@@ -105,6 +106,9 @@ class ScaleConfig:
         compile_backend(self.compile)
         if self.sdpa_backend not in SDPA_BACKENDS:
             raise one_of("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS)
+        bad = [n for n in self.seq_lens if n < 1]
+        if bad:
+            raise ConfigError(f"seq_lens must be positive, got {bad[0]}")
         if not 1 <= self.min_len <= self.max_len:
             raise ConfigError(
                 f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
@@ -133,6 +137,8 @@ class ScaleConfig:
             raise ConfigError(f"memory_fraction must be in (0, 1], got {self.memory_fraction}")
 
     def lengths(self) -> list[int]:
+        if self.seq_lens:
+            return sorted(set(self.seq_lens))
         out, n = [], self.min_len
         while n <= self.max_len:
             out.append(n)
@@ -388,14 +394,17 @@ def make_call(cfg: ScaleConfig, name, n, mode, device, dtype) -> Callable[[], No
     """The closure one cell times: an attention layer, or a whole-model training step."""
     torch.manual_seed(cfg.seed)
     options = cfg.options.get(name, {})
+    # compiled over several lengths: one dynamic-shape graph per mechanism, not one per length
+    dynamic = True if len(cfg.lengths()) > 1 else None
     if cfg.scope == "model":
         model_cfg = dataclasses.replace(cfg.model, causal=cfg.causal)
         attention = AttentionConfig(name, options)
         return model_call(
             model_cfg, attention, batch=cfg.batch_size, n=n, mode=mode, device=device, dtype=dtype,
-            compile=cfg.compile,
+            compile=cfg.compile, dynamic=dynamic,
         )  # fmt: skip
     return layer_call(
         name, options, batch=cfg.batch_size, heads=cfg.heads, head_dim=cfg.head_dim, n=n,
         causal=cfg.causal, mode=mode, device=device, dtype=dtype, compile=cfg.compile,
+        dynamic=dynamic,
     )  # fmt: skip
