@@ -86,7 +86,7 @@ def install(step: Step, out: Path, wheels: Path | None, dry: bool, site: Path) -
         return
     if wheels is not None:
         files = sorted(str(p) for p in Path(wheels).glob("*.whl"))
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--upgrade",
                "--target", str(site), *files]  # fmt: skip
     else:
         constraints = out / "constraints.txt"
