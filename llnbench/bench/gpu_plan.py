@@ -96,9 +96,9 @@ def plan(out: Path, dry: bool) -> list[Step]:
     for compiled in (False, True):
         block, batch = (64, 2) if dry else (4096, 4)
         train = {"attention": "lln", "model": "base", "model.max_len": block, "block_size": block,
-                 "trainer.batch_size": batch, "trainer.max_steps": 100, "trainer.lr": 1e-4,
-                 "trainer.log_every": 20, "trainer.eval_every": 100,
-                 "trainer.checkpoint_every": 100, "trainer.precision": "bf16",
+                 "trainer.batch_size": batch, "trainer.max_steps": 60, "trainer.lr": 1e-4,
+                 "trainer.log_every": 20, "trainer.eval_every": 60,
+                 "trainer.checkpoint_every": 60, "trainer.precision": "bf16",
                  "trainer.device": "cuda", "trainer.compile": compiled, "eval_blocks": 64,
                  "wandb.mode": "disabled",
                  "run_dir": out / f"pretrain-lln-{block}{'-compiled' if compiled else ''}"}  # fmt: skip
