@@ -7,6 +7,7 @@ import json
 import tarfile
 
 import pytest
+import torch
 
 from llnbench.bench import gpu_check, gpu_plan, gpu_summary
 
@@ -149,3 +150,20 @@ def test_goal_verdicts_from_result_files(tmp_path) -> None:
         and "lln/torch 10.0x" in notes["bidir16k"]
     )
     assert "lln/fla 10.0x" in notes["causal16k"] and "256k: oom" in notes["longest"]
+
+
+def test_probe_steps_parse_at_gpu_sizes(tmp_path, monkeypatch) -> None:
+    """The probe subcommands of the GPU plan reach their functions with the GPU lengths."""
+    from llnbench.bench import gpu_probes
+
+    calls = {}
+    for name in ("nan_probe", "profile_layers", "longest_step"):
+        monkeypatch.setattr(
+            gpu_probes, name, lambda *args, _n=name: calls.setdefault(_n, args) and []
+        )
+    for step in gpu_plan.plan(tmp_path, dry=False):
+        if step.kind == "module" and step.argv[0] == "llnbench.bench.gpu_probes":
+            assert gpu_probes.main(step.argv[1:]) == 0
+    assert calls["nan_probe"][1:] == (65536, torch.device("cuda"))
+    assert calls["profile_layers"][1:] == ([16384, 65536], torch.device("cuda"))
+    assert calls["longest_step"][1:] == ([131072, 262144], torch.device("cuda"), False)
