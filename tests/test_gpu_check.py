@@ -167,3 +167,34 @@ def test_probe_steps_parse_at_gpu_sizes(tmp_path, monkeypatch) -> None:
     assert calls["nan_probe"][1:] == (65536, torch.device("cuda"))
     assert calls["profile_layers"][1:] == ([16384, 65536], torch.device("cuda"))
     assert calls["longest_step"][1:] == ([131072, 262144], torch.device("cuda"), False)
+
+
+def test_offline_wheels_go_into_the_site_folder_first_on_every_path(tmp_path, monkeypatch) -> None:
+    """What a machine without a registry runs: pip --no-index --no-deps --target SITE *.whl."""
+    import os
+    import sys
+    import zipfile
+
+    wheels, site = tmp_path / "whl", tmp_path / "site"
+    wheels.mkdir()
+    info = "gpucheck_probe_pkg-1.0.dist-info"
+    files = {
+        "gpucheck_probe_pkg/__init__.py": "X = 1\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: gpucheck-probe-pkg\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(wheels / "gpucheck_probe_pkg-1.0-py3-none-any.whl", "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    monkeypatch.setattr(gpu_check, "NEEDED", {"gpucheck_probe_pkg": "gpucheck-probe-pkg"})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    step = gpu_plan.Step("install", 60, [], kind="install")
+    gpu_check.install(step, tmp_path, wheels, dry=False, site=site)
+    assert (step.status, step.detail) == ("ok", "installed gpucheck_probe_pkg")
+    assert (site / "gpucheck_probe_pkg" / "__init__.py").exists()
+    log = (tmp_path / "logs" / "install.log").read_text()
+    assert "--no-index --no-deps --upgrade --target" in log
+    path = gpu_check.child_env(step, site)["PYTHONPATH"].split(":")
+    assert path[:2] == [str(site), os.getcwd()]
