@@ -261,7 +261,7 @@ def sweep(
                     stopped[(s.label, mode)] = f"over the {cfg.budget_s:g} s budget at N={n}"
             rows.append(row)
             tracker.log({k: v for k, v in row.items() if k != "options"})
-            lines.done(index, outcome(row), row.get("wall_s", 0.0))
+            lines.done(index, outcome(row), row.get("wall_s"))
             progress.update(advance=1)
     if cfg.sdpa_backend == "auto" and "softmax" in cfg.attentions:
         fastest = fastest_softmax(rows)
