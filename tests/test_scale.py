@@ -178,3 +178,26 @@ def test_model_scope_times_a_training_step(tmp_path) -> None:
     assert all(r["status"] == "ok" and r["scope"] == "model" for r in data["rows"])
     assert {r["head_dim"] for r in data["rows"]} == {64}
     assert "model base (1 layers x 64, 1 heads), one training step" in output
+
+
+def test_budget_counts_the_calls_not_a_one_off_compile(tmp_path, monkeypatch) -> None:
+    """Slow calls skip the longer lengths; a slow first call alone (compile, JIT) does not."""
+    real = scale_job.make_call
+
+    def shaped(cfg, name, n, mode, device, dtype):
+        fn, calls = real(cfg, name, n, mode, device, dtype), []
+
+        def call() -> None:
+            calls.append(1)
+            if name == "lln" or len(calls) == 1:  # lln: every call slow; lln_diag: the first
+                time.sleep(0.6 if name == "lln_diag" else 0.1)
+            fn()
+
+        return call
+
+    monkeypatch.setattr(scale_job, "make_call", shaped)
+    data, _ = run_scale(tmp_path, "--attention", "lln,lln_diag", "--min-len", "64", "--max-len",
+                        "128", "--mode", "fwd", "budget_s=0.3", "wandb.mode=disabled")  # fmt: skip
+    status = {(r["attention"], r["seq_len"]): (r["status"], r["reason"]) for r in data["rows"]}
+    assert status[("lln", 128)] == ("skipped", "over the 0.3 s budget at N=64")
+    assert status[("lln_diag", 128)] == ("ok", None)
