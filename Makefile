@@ -18,9 +18,10 @@ GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_CHECK_ARGS ?=
 # wheels for a GPU machine without a network (its python: 3.12, manylinux x86_64)
 WHEEL_PY ?= 3.12
-GPU_WHEELS := fla-core==0.6.0 hydra-core==1.3.8 omegaconf==2.3.1
+GPU_WHEELS := fla-core==0.6.0 hydra-core==1.3.8 omegaconf==2.3.1 einops
 
-.PHONY: install test lint format demo bench bench-hf assets clean gpu-check gpu-wheels kill-test \
+.PHONY: install test lint format demo bench bench-hf assets clean gpu-check gpu-check-dry-run \
+	gpu-wheels kill-test \
 	bad-inputs
 
 install: $(VENV)/.installed
@@ -64,10 +65,17 @@ bench-hf: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m llnbench.bench.hf_compare
 
-# One timed GPU validation (<= 8 min): tests/test_gpu.py, scale bidirectional/causal/model,
-# pretraining; results under runs/gpu-check/<stamp>/. Without CUDA it says so and exits 0.
+# One timed GPU validation (<= 8 min): scale bidirectional/causal (softmax on every SDPA backend),
+# a per-layer profile, compiled model rows, the longest model step, pretraining with and without
+# compile, tests/test_gpu.py; results under runs/gpu-check/<stamp>/. Without CUDA it says so and
+# exits 0. Wheels in .whl/ (make gpu-wheels) go into .gpu-site/ offline, first on PYTHONPATH.
+GPU_PATH := $(CURDIR)/.gpu-site:$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 gpu-check:
-	$(GPU_PYTHON) -m llnbench.bench.gpu_check $(GPU_CHECK_ARGS)
+	PYTHONPATH=$(GPU_PATH) $(GPU_PYTHON) -m llnbench.bench.gpu_check $(GPU_CHECK_ARGS)
+
+# the same steps at tiny sizes on CPU (minutes on a busy 2-core machine)
+gpu-check-dry-run:
+	PYTHONPATH=$(GPU_PATH) $(GPU_PYTHON) -m llnbench.bench.gpu_check --dry-run $(GPU_CHECK_ARGS)
 
 # .whl/: what gpu-check installs on a machine that reaches no registry (--wheels .whl)
 gpu-wheels: install

@@ -209,7 +209,12 @@ def scale(
         float | None, typer.Option("--budget-s", help="Skip longer N after a cell this slow.")
     ] = None,
     sdpa_backend: Annotated[
-        str | None, typer.Option("--sdpa-backend", help="auto | flash | efficient | cudnn | math")
+        str | None,
+        typer.Option(
+            "--sdpa-backend",
+            help="auto (softmax on each SDPA backend, the fastest is the baseline) | default | "
+            "cudnn | flash | efficient | math",
+        ),
     ] = None,
     backend: Annotated[
         str | None,

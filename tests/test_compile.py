@@ -52,6 +52,10 @@ def test_trainer_compile_trains_like_eager(tmp_path) -> None:
         assert result.exit_code == 0, result.output
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         losses[setting] = [r["train/loss"] for r in rows if "train/loss" in r]
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["compile"] == {"false": "off"}.get(setting, setting)
+        assert results["tokens_per_s"] > 0 and results["tokens_per_s_after_first_step"] > 0
+        assert all(r["train/tokens_per_s"] > 0 for r in rows if "train/loss" in r)
     assert len(losses["false"]) == 2
     assert losses["aot_eager"] == pytest.approx(losses["false"], rel=1e-5)
 
@@ -73,3 +77,79 @@ def test_scale_compile_rows(tmp_path) -> None:
     rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
     assert [(r["attention"], r["status"], r["compile"]) for r in rows] == [
         ("lln", "ok", "aot_eager")]  # fmt: skip
+
+
+# -- graph breaks: the whole model is one graph (torch._dynamo.explain, backend-free) ----------
+
+
+def _graph_breaks(fn, *args) -> list[str]:
+    torch._dynamo.reset()
+    try:
+        explained = torch._dynamo.explain(fn)(*args)
+    finally:
+        torch._dynamo.reset()
+    return [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+
+
+@pytest.mark.parametrize("name", ["softmax", "lln"])
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_attention_layer_has_no_graph_break(name: str, causal: bool) -> None:
+    from llnbench.compiling import configure
+
+    configure("eager")
+    options = {"backend": "torch"} if name == "lln" else {}
+    attn = build_attention(name, num_heads=2, head_dim=8, causal=causal, **options).train()
+    q, k, v = (t.float().requires_grad_() for t in qkv(1, 2, 40, 8))
+    assert _graph_breaks(attn, q, k, v) == []
+
+
+def _tiny_mlm(name: str):
+    from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
+    from llnbench.schema import AttentionConfig
+
+    cfg = ModelConfig(layers=2, hidden=32, heads=2, ffn=64, max_len=64, vocab_size=64)
+    options = {"backend": "torch"} if name == "lln" else {}
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(cfg, AttentionConfig(name, options), pad_id=1).train()
+    ids = torch.randint(5, 64, (2, 64))
+    labels = torch.where(torch.rand(2, 64) < 0.15, ids, IGNORE_INDEX)
+    return model, ids, labels
+
+
+@pytest.mark.parametrize("name", ["softmax", "lln"])
+def test_whole_mlm_model_is_one_graph(name: str) -> None:
+    """The MLM head's gather of masked positions (data-dependent size) is traced, not a break."""
+    from llnbench.compiling import configure
+
+    model, ids, labels = _tiny_mlm(name)
+    configure("eager")
+    assert _graph_breaks(model, ids, labels) == []
+    configure("reduce-overhead")  # CUDA graphs: the static encoder apart from the sized head
+    try:
+        breaks = _graph_breaks(model, ids, labels)
+    finally:
+        configure("eager")
+    assert breaks and all("Dynamic shape operator" in b for b in breaks)
+
+
+def test_compiled_mlm_model_equals_eager_loss_and_gradients() -> None:
+    model, ids, labels = _tiny_mlm("lln")
+    compiled = maybe_compile(model, "aot_eager")
+    torch.manual_seed(1)
+    loss = compiled(ids, labels)[0]
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the same dropout masks
+    ref = model(ids, labels)[0]
+    ref.backward()
+    torch._dynamo.reset()
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_reduce_overhead_is_a_setting() -> None:
+    from llnbench.compiling import COMPILE_BACKENDS
+
+    assert compile_backend("reduce-overhead") == "reduce-overhead" in COMPILE_BACKENDS

@@ -47,7 +47,7 @@ def test_lln_bf16_long_sequence_on_cuda(causal: bool) -> None:
     assert (out.double().cpu() - ref).abs().max() <= 1e-2 * ref.abs().max()
 
 
-def test_scale_on_cuda_measures_memory_with_flash(tmp_path) -> None:
+def test_scale_on_cuda_times_every_sdpa_backend_and_measures_memory(tmp_path) -> None:
     result = CliRunner().invoke(app, [
         "scale", "--attention", "softmax,lln", "--min-len", "1024", "--max-len", "2048",
         "--device", "cuda", "--dtype", "bf16", "--out", str(tmp_path), "wandb.mode=disabled",
@@ -57,8 +57,14 @@ def test_scale_on_cuda_measures_memory_with_flash(tmp_path) -> None:
     import json
 
     data = json.loads((tmp_path / "scale.json").read_text())
-    assert data["machine"]["sdpa_backend"] == "flash" and data["machine"]["gpu"]
-    assert all(r["status"] == "ok" and r["peak_mib"] > 0 for r in data["rows"])
+    assert data["machine"]["sdpa_backend"] == "cudnn,flash,efficient (fastest per cell)"
+    assert data["machine"]["gpu"]
+    series = {r["series"] for r in data["rows"]}
+    assert {"softmax", "softmax[cudnn]", "softmax[flash]", "softmax[efficient]", "lln"} == series
+    main = [r for r in data["rows"] if r["series"] in ("softmax", "lln")]
+    assert all(r["status"] == "ok" and r["peak_mib"] > 0 for r in main)
+    flash = [r for r in data["rows"] if r["series"] == "softmax[flash]"]
+    assert all(r["status"] == "ok" for r in flash)  # every CUDA GPU since Ampere has it
 
 
 # -- the GPU fast paths (attention.backend=triton | fla) against float64 ------------------------
@@ -131,3 +137,52 @@ def test_bidirectional_bf16_64k_every_backend_is_finite(backend: str) -> None:
     out.float().square().mean().backward()
     assert torch.isfinite(out.float()).all()
     assert all(torch.isfinite(t.grad.float()).all() for t in (q, k, v))
+
+
+# -- compiled: the LLN kernels inside the graph, CUDA graphs -----------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_triton_kernels_sit_inside_the_compiled_graph(causal: bool) -> None:
+    """The kernels are registered ops: dynamo traces through them with no graph break."""
+    from llnbench.compiling import configure
+
+    configure("eager")
+    attn = build_attention("lln", num_heads=2, head_dim=64, causal=causal, backend="triton")
+    attn = attn.cuda().train()
+    q, k, v = (
+        t.cuda().bfloat16().requires_grad_() for t in qkv(1, 2, 256, 64, dtype=torch.float32)
+    )
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(attn)(q, k, v)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+
+
+def test_reduce_overhead_trains_a_model_like_eager() -> None:
+    """trainer.compile=reduce-overhead: CUDA graphs of the static encoder; the same losses."""
+    from llnbench.compiling import maybe_compile, step_begin
+    from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
+    from llnbench.schema import AttentionConfig
+
+    cfg = ModelConfig(layers=1, hidden=64, heads=1, ffn=128, max_len=256, vocab_size=128,
+                      dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    losses = {}
+    for setting in (False, "reduce-overhead"):
+        torch.manual_seed(0)
+        model = RobertaForMaskedLM(cfg, AttentionConfig("lln", {}), 1).cuda().train()
+        run = maybe_compile(model, setting)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(1)
+        losses[setting] = []
+        for _ in range(4):
+            ids = torch.randint(5, 128, (2, 256), generator=gen).cuda()
+            labels = torch.where(torch.rand(2, 256, generator=gen).cuda() < 0.15, ids, IGNORE_INDEX)
+            step_begin(setting)
+            loss = run(ids, labels)[0]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses[setting].append(float(loss.detach()))
+    torch._dynamo.reset()
+    assert losses["reduce-overhead"] == pytest.approx(losses[False], rel=1e-3)

@@ -46,16 +46,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", ""),  # the error types (files raises PathError, an LlnbenchError)
 )
 
-# Edges known to be wrong, skipped by both checks below. The first two are fixed on helper H3's
-# branch: remove them after merging it (test_known_edges_still_exist insists once they are gone).
-# The third is fixed on no branch yet (attention/ is not H8's): remove it with its fix. Empty
-# is the goal; nothing new belongs here without a reviewed reason.
-KNOWN_EDGES: dict[tuple[str, str], str] = {
-    # helper H3's branch: gpu_check runs its dry run without the CLI (a job runner below cli)
-    ("llnbench.bench.gpu_check", "llnbench.cli"): "bench imports cli (runs up)",
-    # helper H3's branch: Step moves below both, breaking gpu_check ↔ gpu_summary
-    ("llnbench.bench.gpu_summary", "llnbench.bench.gpu_check"): "cycle gpu_check ↔ gpu_summary",
-}
+# Edges known to be wrong, skipped by both checks below (test_known_edges_still_exist insists
+# that each still exists). Empty is the goal; nothing belongs here without a reviewed reason.
+KNOWN_EDGES: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,11 @@ def test_glue_and_scale_print_progress_lines(tmp_path, monkeypatch) -> None:
     scale = invoke("scale", "--attention", "softmax,lln", "--min-len", "32", "--max-len", "32",
                    "--mode", "fwd", "--device", "cpu", "warmup=0", "min_time_s=0",
                    "max_repeats=1", "wandb.mode=disabled", "--out", str(tmp_path / "scale"))  # fmt: skip
-    assert re.search(rf"^softmax N=32 fwd: cell 1/2 \(50%\), {TIME}, ETA ", scale, re.M)
-    assert re.search(rf"^lln N=32 fwd: cell 2/2 \(100%\), {TIME}$", scale, re.M)
+    ms = r"[\d.e+-]+ ms"
+    assert re.search(
+        rf"^scale: cell 1/3 softmax\[flash\] N=32 fwd: {ms}, {TIME}, ETA ~", scale, re.M
+    )
+    assert re.search(rf"^scale: cell 3/3 lln N=32 fwd: {ms}, {TIME}$", scale, re.M)
 
 
 def test_line_cadence_every_n_units_at_most_every_2_s_at_least_every_30_s(monkeypatch) -> None:

@@ -76,7 +76,10 @@ def test_scale_times_one_series_per_backend(tmp_path) -> None:
     assert got["softmax"] == ("softmax", "ok", None)
     assert got["lln/torch"] == ("lln", "ok", "torch")
     assert got["lln_diag/torch"] == ("lln_diag", "ok", "torch")
-    assert data["rows"][1]["options"]["backend"] == "torch"
+    assert (
+        next(r for r in data["rows"] if r["series"] == "lln/torch")["options"]["backend"] == "torch"
+    )
+    assert got["softmax[math]"] == ("softmax", "ok", None)  # each SDPA backend, and the fastest
     triton = next(r for r in data["rows"] if r["series"] == "lln/triton")
     assert triton["status"] == "skipped" and "CUDA tensors" in triton["reason"]
     assert data["machine"]["peak"] == "unknown"

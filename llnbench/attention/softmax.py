@@ -1,7 +1,8 @@
 """Softmax attention (the reference): P = softmax(q k^T / sqrt(d)), out = P v, through SDPA.
 
 SDPA dispatches to flash / memory-efficient / cuDNN kernels on CUDA and to the flash CPU kernel on
-CPU, so the baseline every benchmark compares against is the fast one, never a naive N x N loop.
+CPU, never a naive N x N loop. ``llnbench scale`` pins each of those kernels in turn
+(``bench/cells.sdpa_backend``) and compares every mechanism against the fastest.
 """
 
 from __future__ import annotations

@@ -14,12 +14,15 @@ from typing import Any
 import torch
 
 from llnbench.attention import build_attention
-from llnbench.compiling import maybe_compile
+from llnbench.compiling import maybe_compile, step_begin
 from llnbench.errors import ConfigError, one_of
 from llnbench.model.roberta import IGNORE_INDEX, ModelConfig, RobertaForMaskedLM
 from llnbench.schema import AttentionConfig
 
-SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+SDPA_BACKENDS = ("auto", "default", "cudnn", "flash", "efficient", "math")
+# what ``auto`` times, one series each (softmax[cudnn], ...); the fastest per cell is ``softmax``
+SDPA_CUDA = ("cudnn", "flash", "efficient")
+SDPA_CPU = ("flash", "math")  # the others have no CPU kernel
 BENCH_PAD_ID = 1  # any id works: benchmark inputs contain no padding
 
 
@@ -41,11 +44,12 @@ def option_error(name: str, options: dict[str, Any], err: Exception) -> ConfigEr
 def layer_call(
     name: str, options: dict[str, Any], *, batch: int, heads: int, head_dim: int, n: int,
     causal: bool, mode: str, device: torch.device, dtype: torch.dtype, compile: bool | str = False,
+    dynamic: bool | None = None,
 ) -> Callable[[], None]:  # fmt: skip
     """One forward (no_grad, eval) or forward + backward (train) of one attention core."""
     attn = build_attention(name, num_heads=heads, head_dim=head_dim, causal=causal, **options)
     attn = attn.to(device)
-    run = maybe_compile(attn, compile)
+    run = maybe_compile(attn, compile, dynamic)
     shape = (batch, heads, n, head_dim)
     grad = mode == "fwdbwd"
     q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in "qkv")
@@ -61,6 +65,7 @@ def layer_call(
     grad_out = torch.randn(shape, device=device, dtype=dtype)
 
     def forward_backward() -> None:
+        step_begin(compile)
         forward().backward(grad_out)
         q.grad = k.grad = v.grad = None
         attn.zero_grad(set_to_none=True)
@@ -71,6 +76,7 @@ def layer_call(
 def model_call(
     model_cfg: ModelConfig, attention: AttentionConfig, *, batch: int, n: int, mode: str,
     device: torch.device, dtype: torch.dtype, compile: bool | str = False,
+    dynamic: bool | None = None,
 ) -> Callable[[], None]:  # fmt: skip
     """One training step of RobertaForMaskedLM (fwdbwd) or one forward with loss (fwd)."""
     from llnbench.train.config import TrainerConfig
@@ -78,7 +84,7 @@ def model_call(
 
     cfg = dataclasses.replace(model_cfg, max_len=max(model_cfg.max_len, n))
     model = RobertaForMaskedLM(cfg, attention, BENCH_PAD_ID).to(device)
-    run = maybe_compile(model, compile)
+    run = maybe_compile(model, compile, dynamic)
     ids = torch.randint(5, 50257, (batch, n), device=device)
     labels = torch.where(torch.rand(batch, n, device=device) < 0.15, ids, IGNORE_INDEX)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -94,6 +100,7 @@ def model_call(
     optimizer = build_optimizer(model, TrainerConfig())
 
     def train_step() -> None:
+        step_begin(compile)
         forward().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -123,13 +130,17 @@ def _no_grad(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
     return call
 
 
-def sdpa_backend_name(requested: str, device: torch.device) -> str:
-    """``auto`` pins flash on CUDA and leaves CPU to its default (the flash CPU kernel)."""
+def sdpa_candidates(device: torch.device) -> tuple[str, ...]:
+    """The SDPA kernels that can run on this device type, fastest-first on Hopper."""
+    return SDPA_CUDA if device.type == "cuda" else SDPA_CPU
+
+
+def sdpa_backend_names(requested: str, device: torch.device) -> list[str]:
+    """The SDPA backends softmax is timed on: ``auto`` every candidate of the device (the fastest
+    of them per cell is the baseline), ``default`` PyTorch's own choice, else the one pinned."""
     if requested not in SDPA_BACKENDS:
         raise one_of("SDPA backend", requested, SDPA_BACKENDS)
-    if requested == "auto":
-        return "flash" if device.type == "cuda" else "default"
-    return requested
+    return list(sdpa_candidates(device)) if requested == "auto" else [requested]
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from llnbench import files
@@ -23,8 +24,13 @@ def series(row: dict[str, Any]) -> str:
 
 
 def baseline_index(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
-    """Softmax's row at each (seq_len, mode): the reference for every ratio."""
-    return {(r["seq_len"], r["mode"]): r for r in rows if r["attention"] == "softmax" and _ok(r)}
+    """Softmax's row at each (seq_len, mode): the reference for every ratio. With several SDPA
+    backends timed (series ``softmax[cudnn]``, ...) it is the row ``softmax``, their fastest."""
+    return {
+        (r["seq_len"], r["mode"]): r
+        for r in rows
+        if r["attention"] == "softmax" and series(r) == "softmax" and _ok(r)
+    }
 
 
 def speedup(row: dict[str, Any], base: dict[str, Any] | None) -> float | None:
@@ -104,7 +110,8 @@ def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
     roof = (f"; % roof = roofline floor ÷ time, peaks: {peak['device']} {peak['bf16_tflops']:g} "
             f"TFLOP/s bf16, {peak['hbm_gbps']:g} GB/s" if isinstance(peak, dict)
             else "; device peaks unknown")  # fmt: skip
-    caption = "× = softmax (SDPA) time or memory ÷ this mechanism's" + roof
+    caption = ("× = softmax (SDPA) time or memory ÷ this mechanism's; softmax = the fastest "
+               "SDPA backend timed at that N" + roof)  # fmt: skip
     table = Table(title=title, caption=caption)
     for column in ("attention", "N", "mode", "ms", "p20–p80", "× softmax", "MiB", "mem ×",
                    "rate", "% roof", "backend", "status"):  # fmt: skip
@@ -115,14 +122,14 @@ def ratio_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> Table:
         ok = _ok(row)
         status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
         table.add_row(
-            series(row), str(row["seq_len"]), row["mode"],
+            escape(series(row)), str(row["seq_len"]), row["mode"],
             _ms(row["ms_median"]) if ok else "—",
             f"{_ms(row['ms_p20'])}–{_ms(row['ms_p80'])}" if ok else "—",
             _fmt(speedup(row, ref), ".2f"),
             _fmt(row.get("peak_mib"), ".0f") if row.get("peak_mib") is not None else "n/m",
             _fmt(memory_ratio(row, ref), ".2f"), _rate(row),
             _fmt(row["peak_fraction"] * 100 if row.get("peak_fraction") else None, ".0f"),
-            row.get("backend") or "—", status,
+            row.get("backend") or row.get("sdpa_backend") or "—", escape(status),
         )  # fmt: skip
     return table
 

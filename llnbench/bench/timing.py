@@ -43,8 +43,13 @@ def time_call(
     min_time_s: float = 1.0,
     max_repeats: int = 30,
     min_repeats: int = 3,
+    on_call: Callable[[str], None] | None = None,
 ) -> Timing:
+    """``on_call`` hears the phase before each call ("warm-up 1/3", "call 4 (timing)"): what a
+    progress heartbeat says while a long call runs."""
+    say = on_call or (lambda phase: None)
     for i in range(warmup):
+        say(f"warm-up {i + 1}/{warmup}")
         start = time.perf_counter()
         fn()
         synchronize(device)
@@ -54,6 +59,7 @@ def time_call(
     times: list[float] = []
     total = 0.0
     while len(times) < min_repeats or (total < min_time_s and len(times) < max_repeats):
+        say(f"call {len(times) + 1} (timing)")
         ms = _time_once(fn, device)
         times.append(ms)
         total += ms / 1000

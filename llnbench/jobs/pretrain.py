@@ -23,6 +23,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from llnbench.compiling import compile_backend
 from llnbench.config import Seed, config_dir, from_dict
 from llnbench.console import console
 from llnbench.data.corpus import CorpusConfig, PretrainingData, load_pretraining_blocks
@@ -188,6 +189,7 @@ def _run(cfg: PretrainConfig, dist: distributed.DistInfo, device: torch.device) 
         "steps": trainer.step,
         "tokens": trainer.step * batch * cfg.trainer.grad_accum * dist.world * cfg.blocks,
         "train_seconds_this_session": round(seconds, 1),
+        **throughput(trainer.throughput, cfg.trainer.compile),
         "final": final,
         "device": str(device),
         "precision": dtype_name(resolve_precision(cfg.trainer.precision, device)),
@@ -224,6 +226,21 @@ def check_model_override(cfg: PretrainConfig, hf: Pretrained) -> None:
             f"config.json ({shown}); the shape comes from the checkpoint: drop model= and "
             "model.* overrides"
         )
+
+
+def throughput(timed: dict[str, float], compile: bool | str) -> dict[str, Any]:
+    """Training tokens/s of this session: over every step, and past the first (which holds
+    torch.compile's tracing and code generation), to compare trainer.compile settings."""
+    steps, tokens, seconds = timed["steps"], timed["tokens"], timed["seconds"]
+    steady = None
+    if steps > 1 and seconds > timed["first_step_s"]:
+        steady = tokens * (steps - 1) / steps / (seconds - timed["first_step_s"])
+    return {
+        "compile": compile_backend(compile) or "off",
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+        "tokens_per_s_after_first_step": None if steady is None else round(steady, 1),
+        "first_step_s": round(timed["first_step_s"], 3),
+    }
 
 
 def signature(cfg: PretrainConfig, tokenizer_name: str) -> dict[str, Any]:

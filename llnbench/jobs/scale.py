@@ -1,7 +1,10 @@
 """``llnbench scale``: time and peak memory of attention against sequence length.
 
-Layer scope (default): one attention core on (B, H, N, d) Gaussian inputs. Softmax is SDPA with the
-backend pinned and recorded. Lengths double from ``min_len`` to ``max_len``; each cell warms up,
+Layer scope (default): one attention core on (B, H, N, d) Gaussian inputs. Softmax is SDPA, timed
+on every backend the device runs (``sdpa_backend=auto``: cudnn, flash and efficient on CUDA; flash
+and math on CPU), each its own series (``softmax[cudnn]``); the fastest per cell is the row
+``softmax`` that every ratio divides by. ``--sdpa-backend X`` times X alone (``default``: PyTorch's
+own choice). Lengths double from ``min_len`` to ``max_len``; each cell warms up,
 repeats, and records median, p20 and p80. An out-of-memory cell becomes a row (status ``oom``) and
 that mechanism's longer lengths are skipped; so are lengths past the time budget or past what the
 host's free memory could hold. Results: scale.json, scale.csv, scale.png, a rich table of ratios to
@@ -26,13 +29,15 @@ from llnbench.attention import ATTENTIONS, attention_class, attention_options, c
 from llnbench.attention.external import is_spec
 from llnbench.attention.kernels.dispatch import BACKENDS, BackendUnavailable
 from llnbench.bench import roofline
+from llnbench.bench.cell_progress import Cell, CellProgress
 from llnbench.bench.cells import (
+    SDPA_BACKENDS,
     backends_used,
     check_builds,
     layer_call,
     model_call,
     sdpa_backend,
-    sdpa_backend_name,
+    sdpa_backend_names,
 )
 from llnbench.bench.machine import machine_info
 from llnbench.bench.scale_report import ratio_table, summarise, write_plot
@@ -61,6 +66,7 @@ class ScaleConfig:
     compile: bool | CompileBackend = False  # torch.compile each timed layer / model
     min_len: int = 1024
     max_len: int = 16384
+    seq_lens: list[int] = field(default_factory=list)  # explicit lengths instead of the doubling
     mode: Literal["fwd", "fwdbwd", "both"] = "both"
     causal: bool = False
     device: str = "auto"
@@ -69,11 +75,14 @@ class ScaleConfig:
     heads: int = 12
     head_dim: int = 64
     scope: Literal["layer", "model"] = "layer"
-    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
+    # auto: every SDPA backend of the device, the fastest per cell is `softmax`; or one pinned
+    sdpa_backend: Literal["auto", "default", "cudnn", "flash", "efficient", "math"] = "auto"
     warmup: int = 3
     min_time_s: float = 1.0
     max_repeats: int = 30
-    budget_s: float = 120.0  # a cell slower than this skips the mechanism's longer lengths
+    # a cell slower than this skips the mechanism's longer lengths (its calls: one-off compile
+    # or Triton JIT in the first call does not count)
+    budget_s: float = 120.0
     memory_fraction: float = 0.5  # CPU: skip cells whose estimate exceeds this share of free RAM
     seed: Seed = 0
     run_dir: str | None = None
@@ -109,6 +118,11 @@ class ScaleConfig:
             if backend not in BACKENDS:
                 raise one_of("backend", backend, BACKENDS)
         compile_backend(self.compile)
+        if self.sdpa_backend not in SDPA_BACKENDS:
+            raise one_of("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS)
+        bad = [n for n in self.seq_lens if n < 1]
+        if bad:
+            raise ConfigError(f"seq_lens must be positive, got {bad[0]}")
         if not 1 <= self.min_len <= self.max_len:
             raise ConfigError(
                 f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}"
@@ -137,6 +151,8 @@ class ScaleConfig:
             raise ConfigError(f"memory_fraction must be in (0, 1], got {self.memory_fraction}")
 
     def lengths(self) -> list[int]:
+        if self.seq_lens:
+            return sorted(set(self.seq_lens))
         out, n = [], self.min_len
         while n <= self.max_len:
             out.append(n)
@@ -146,16 +162,31 @@ class ScaleConfig:
     def modes(self) -> list[str]:
         return ["fwd", "fwdbwd"] if self.mode == "both" else [self.mode]
 
-    def series(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(label, mechanism, options) per timed line: one per backend where that applies."""
+    def series(self, device: torch.device) -> list[Series]:
+        """One timed line per LLN backend where that applies, per SDPA backend for softmax."""
         out = []
         for name in self.attentions:
             options = self.options.get(name, {})
-            if self.backends and "backend" in attention_options(name):
-                out += [(f"{name}/{b}", name, {**options, "backend": b}) for b in self.backends]
+            if name == "softmax":
+                sdpas = sdpa_backend_names(self.sdpa_backend, device)
+                several = self.sdpa_backend == "auto"
+                out += [Series(f"softmax[{b}]" if several else name, name, options, b)
+                        for b in sdpas]  # fmt: skip
+            elif self.backends and "backend" in attention_options(name):
+                out += [
+                    Series(f"{name}/{b}", name, {**options, "backend": b}) for b in self.backends
+                ]
             else:
-                out.append((name, name, options))
+                out.append(Series(name, name, options))
         return out
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str  # the row's `series`: softmax[cudnn], lln/triton, lln
+    name: str  # the mechanism
+    options: dict[str, Any]
+    sdpa: str = "default"  # the SDPA backend pinned around the call (softmax only)
 
 
 def run(cfg: ScaleConfig) -> Path:
@@ -163,7 +194,8 @@ def run(cfg: ScaleConfig) -> Path:
     dtype = resolve_dtype(cfg.dtype, device)
     run_dir = open_run_dir("scale", "-".join(cfg.attentions), cfg.run_dir)  # not another job's
     save_config(run_dir, cfg)
-    backend = sdpa_backend_name(cfg.sdpa_backend, device)
+    sdpas = sdpa_backend_names(cfg.sdpa_backend, device)
+    backend = ",".join(sdpas) + (" (fastest per cell)" if len(sdpas) > 1 else "")
     machine = machine_info(device, dtype_name(dtype), sdpa_backend=backend, scope=cfg.scope)
     machine["peak"] = roofline.device_peak(machine.get("gpu")) or "unknown"
     tracker = Tracker(
@@ -183,7 +215,7 @@ def run(cfg: ScaleConfig) -> Path:
         console.print("[dim]peak memory is not measured on CPU (no peak counter in PyTorch)[/dim]")
 
     peak = machine["peak"] if isinstance(machine["peak"], dict) else None
-    rows = sweep(cfg, device, dtype, backend, tracker, peak)
+    rows = sweep(cfg, device, dtype, tracker, peak)
 
     result = {"machine": machine, "config": as_plain(cfg), "rows": rows}
     files.write_json(run_dir / "scale.json", result)
@@ -199,39 +231,106 @@ def run(cfg: ScaleConfig) -> Path:
 
 
 def sweep(
-    cfg: ScaleConfig, device, dtype, backend: str, tracker: Tracker, peak: dict | None = None
+    cfg: ScaleConfig, device, dtype, tracker: Tracker, peak: dict | None = None
 ) -> list[dict[str, Any]]:
-    """Measure every (series, length, mode) cell in order, skipping what cannot fit."""
+    """Measure every (series, length, mode) cell in order, skipping what cannot fit; then the
+    fastest softmax per (length, mode) when several SDPA backends were timed."""
     lengths, modes = cfg.lengths(), cfg.modes()
     rows: list[dict[str, Any]] = [
-        {**base_row(cfg, name, lengths[0], modes[0], dtype), "series": name, "status": "skipped",
-         "reason": reason} for name, reason in cfg.broken.items()
-    ]  # fmt: skip
-    series = cfg.series()
-    total = len(series) * len(lengths) * len(modes)
-    progress = ProgressBar("scale", total, unit="cell")  # a plain line per cell in a log
-    with progress:
-        for label, name, options in series:
-            cell_cfg = dataclasses.replace(cfg, options={**cfg.options, name: options})
-            stopped: dict[str, str] = {}  # mode -> reason the longer lengths are skipped
-            for n in lengths:
-                for mode in modes:
-                    progress.update(description=f"{label:<12} N={n:<6} {mode:<6}")
-                    row = {**base_row(cell_cfg, name, n, mode, dtype), "series": label}
-                    reason = stopped.get(mode) or cannot_run(cfg, name, n, mode, device)
-                    if reason:
-                        row.update(status="skipped", reason=reason)
-                    else:
-                        row.update(measure_cell(cell_cfg, name, n, mode, device, dtype, backend))
-                        row.update(roofline.rates(row, peak, cfg.model))
-                        if row["status"] == "oom":
-                            stopped[mode] = f"oom at N={n}"
-                        elif row.get("wall_s", 0) > cfg.budget_s:
-                            stopped[mode] = f"over the {cfg.budget_s:g} s budget at N={n}"
-                    rows.append(row)
-                    tracker.log({k: v for k, v in row.items() if k != "options"})
-                    progress.update(advance=1)
+        {
+            **base_row(cfg, name, lengths[0], modes[0], dtype),
+            "series": name,
+            "status": "skipped",
+            "reason": reason,
+        }
+        for name, reason in cfg.broken.items()
+    ]  # an entry point that failed its interface check: a row saying why
+    series = cfg.series(device)
+    plan = [(s, n, mode) for s in series for n in lengths for mode in modes]
+    cells = [Cell(s.label, n, mode, 1.0 if attention_class(s.name).linear_in_n else 2.0)
+             for s, n, mode in plan]  # fmt: skip
+    # a terminal gets the live bar; a log gets a line per cell and a heartbeat inside long ones
+    live = console.is_terminal
+    progress = ProgressBar("scale", len(plan), unit="cell", enabled=live)
+    lines = CellProgress(cells, console, enabled=not live, budget_s=cfg.budget_s)
+    stopped: dict[tuple[str, str], str] = {}  # (series, mode) -> why longer lengths are skipped
+    with progress, lines:
+        for index, (s, n, mode) in enumerate(plan):
+            lines.start(index)
+            cell_cfg = dataclasses.replace(cfg, options={**cfg.options, s.name: s.options})
+            text = f"{s.label:<14} N={n:<6} {mode:<6}"
+            progress.update(description=text)
+
+            def phase(what: str, text: str = text) -> None:
+                lines.set_phase(what)
+                if live:
+                    progress.update(description=f"{text} {what}")
+
+            row = {**base_row(cell_cfg, s.name, n, mode, dtype), "series": s.label}
+            if s.name == "softmax":
+                row["sdpa_backend"] = s.sdpa
+            reason = stopped.get((s.label, mode)) or cannot_run(
+                cfg, s.name, n, mode, device, s.sdpa
+            )
+            if reason:
+                row.update(status="skipped", reason=reason)
+            else:
+                row.update(measure_cell(cell_cfg, s.name, n, mode, device, dtype, s.sdpa, phase))
+                row.update(roofline.rates(row, peak, cfg.model))
+                if row["status"] == "oom":
+                    stopped[(s.label, mode)] = f"oom at N={n}"
+                elif steady_s(row, cfg.warmup) > cfg.budget_s:
+                    stopped[(s.label, mode)] = f"over the {cfg.budget_s:g} s budget at N={n}"
+            rows.append(row)
+            tracker.log({k: v for k, v in row.items() if k != "options"})
+            lines.done(index, outcome(row), row.get("wall_s"))
+            progress.update(advance=1)
+    if cfg.sdpa_backend == "auto" and "softmax" in cfg.attentions:
+        fastest = fastest_softmax(rows)
+        for row in fastest:
+            tracker.log({k: v for k, v in row.items() if k != "options"})
+        last = max(i for i, r in enumerate(rows) if r["attention"] == "softmax")
+        rows[last + 1 : last + 1] = fastest
     return rows
+
+
+def steady_s(row: dict[str, Any], warmup: int) -> float:
+    """What the cell's calls take without one-off compilation: the median call times the calls
+    made (warm-up, timed, the memory pass), capped by the cell's real wall time."""
+    calls = warmup + (row.get("repeats") or 0) + 1
+    return min(row.get("wall_s") or 0.0, (row.get("ms_median") or 0.0) / 1000 * calls)
+
+
+def outcome(row: dict[str, Any]) -> str:
+    if row["status"] == "ok":
+        return f"{row['ms_median']:.4g} ms"
+    return row["status"] + (f" ({row['reason']})" if row.get("reason") else "")
+
+
+def fastest_softmax(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (seq_len, mode): the fastest ok ``softmax[...]`` row, as series ``softmax`` (what every
+    ratio divides by); where none ran, a row saying what each backend did."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["attention"] == "softmax" and row["series"].startswith("softmax["):
+            groups.setdefault((row["seq_len"], row["mode"]), []).append(row)
+    out = []
+    for group in groups.values():
+        ok = [r for r in group if r["status"] == "ok" and r.get("ms_median") is not None]
+        tried = ", ".join(f"{r['sdpa_backend']} {_short(r)}" for r in group)
+        if ok:
+            best = min(ok, key=lambda r: r["ms_median"])
+            out.append({**best, "series": "softmax", "fastest_of": tried})
+        else:
+            statuses = {r["status"] for r in group}
+            status = "oom" if statuses == {"oom"} else "error" if "error" in statuses else "skipped"
+            out.append({**group[0], "series": "softmax", "status": status, "sdpa_backend": None,
+                        "reason": f"no SDPA backend ran: {tried}", "fastest_of": tried})  # fmt: skip
+    return out
+
+
+def _short(row: dict[str, Any]) -> str:
+    return f"{row['ms_median']:.4g} ms" if row["status"] == "ok" else row["status"]
 
 
 def base_row(cfg: ScaleConfig, name: str, n: int, mode: str, dtype: torch.dtype) -> dict[str, Any]:
@@ -244,7 +343,7 @@ def base_row(cfg: ScaleConfig, name: str, n: int, mode: str, dtype: torch.dtype)
         "head_dim": cfg.model.head_dim if model else cfg.head_dim,
         "dtype": dtype_name(dtype), "scope": cfg.scope,
         "model": cfg.model.name if model else None, "options": cfg.options.get(name, {}),
-        "compile": compile_backend(cfg.compile), "backend": None,
+        "compile": compile_backend(cfg.compile), "backend": None, "sdpa_backend": None,
     }  # fmt: skip
 
 
@@ -257,43 +356,47 @@ def shape_text(cfg: ScaleConfig) -> str:
     return f"B={cfg.batch_size} H={cfg.heads} d={cfg.head_dim}, one attention call"
 
 
-def cannot_run(cfg: ScaleConfig, name: str, n: int, mode: str, device: torch.device) -> str | None:
+def cannot_run(
+    cfg: ScaleConfig, name: str, n: int, mode: str, device: torch.device, sdpa: str = "default"
+) -> str | None:
     """A reason to skip a cell before trying it: no causal form, or too big for host memory."""
     cls = ATTENTIONS[name]
     if cfg.causal and not cls.supports_causal:
         return "no causal form"
     if device.type == "cpu":
         free = free_host_memory_bytes()
-        need = estimated_bytes(cfg, name, n, mode)
+        need = estimated_bytes(cfg, name, n, mode, sdpa)
         if free is not None and need > cfg.memory_fraction * free:
             return f"needs ~{need / 2**30:.1f} GiB, over {cfg.memory_fraction:g} of free RAM"
     return None
 
 
-def estimated_bytes(cfg: ScaleConfig, name: str, n: int, mode: str) -> float:
+def estimated_bytes(cfg: ScaleConfig, name: str, n: int, mode: str, sdpa: str = "default") -> float:
     """The dominant allocation: N x N fp32 scores for softmax on the math backend, else O(N d)
     buffers (SDPA's flash CPU kernel, and RA's SDPA-based products, stay linear in N)."""
     b, h, d, layers = cfg.batch_size, cfg.heads, cfg.head_dim, 1
     if cfg.scope == "model":  # every layer, plus weights, gradients and Adam moments
         h, d, layers = cfg.model.heads, cfg.model.head_dim, cfg.model.layers
-    dense = name == "softmax" and cfg.sdpa_backend == "math"
+    dense = name == "softmax" and sdpa == "math"
     per_layer = 4 * b * h * n * n * 3 if dense else 4 * b * h * n * d * 32
     weights = 16 * 12 * cfg.model.layers * cfg.model.hidden**2 if cfg.scope == "model" else 0
     return per_layer * layers * (2 if mode == "fwdbwd" else 1) + weights
 
 
-def measure_cell(cfg, name, n, mode, device, dtype, backend) -> dict[str, Any]:
+def measure_cell(cfg, name, n, mode, device, dtype, sdpa="default", phase=None) -> dict[str, Any]:
     """Time and (on CUDA) peak memory of one cell; OOM and other failures become statuses."""
     start = time.perf_counter()
     fn = None
+    say = phase or (lambda what: None)
     try:
         fn = make_call(cfg, name, n, mode, device, dtype)
         # the pinned backend is softmax's; other mechanisms' internal SDPA calls dispatch freely
-        with sdpa_backend(backend if name == "softmax" else "default"):
+        with sdpa_backend(sdpa if name == "softmax" else "default"):
             timing = time_call(
                 fn, device, warmup=cfg.warmup, min_time_s=cfg.min_time_s,
-                max_repeats=cfg.max_repeats,
+                max_repeats=cfg.max_repeats, on_call=say,
             )  # fmt: skip
+            say("peak memory")
             memory = peak_memory_mib(fn, device)
         return {
             "backend": backends_used(fn),
@@ -320,14 +423,17 @@ def make_call(cfg: ScaleConfig, name, n, mode, device, dtype) -> Callable[[], No
     """The closure one cell times: an attention layer, or a whole-model training step."""
     torch.manual_seed(cfg.seed)
     options = cfg.options.get(name, {})
+    # compiled over several lengths: one dynamic-shape graph per mechanism, not one per length
+    dynamic = True if len(cfg.lengths()) > 1 else None
     if cfg.scope == "model":
         model_cfg = dataclasses.replace(cfg.model, causal=cfg.causal)
         attention = AttentionConfig(name, options)
         return model_call(
             model_cfg, attention, batch=cfg.batch_size, n=n, mode=mode, device=device, dtype=dtype,
-            compile=cfg.compile,
+            compile=cfg.compile, dynamic=dynamic,
         )  # fmt: skip
     return layer_call(
         name, options, batch=cfg.batch_size, heads=cfg.heads, head_dim=cfg.head_dim, n=n,
         causal=cfg.causal, mode=mode, device=device, dtype=dtype, compile=cfg.compile,
+        dynamic=dynamic,
     )  # fmt: skip

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from llnbench import stopping
-from llnbench.compiling import maybe_compile
+from llnbench.compiling import maybe_compile, step_begin
 from llnbench.console import console
 from llnbench.errors import CheckpointError, LlnbenchError
 from llnbench.progress import ProgressBar
@@ -111,6 +111,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # evaluation rows
         self._interval = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         self._describe = label
+        # this session's training steps (compile time included in the first): tokens/s
+        self.throughput = {"steps": 0, "tokens": 0, "seconds": 0.0, "first_step_s": 0.0}
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        step_begin(self.cfg.compile)
         self.model.train()
         total, tokens = torch.zeros((), device=self.device), 0
         for micro in range(self.cfg.grad_accum):
@@ -305,6 +308,11 @@ class Trainer:
         self._interval["steps"] += 1
         self._interval["tokens"] += tokens
         self._interval["seconds"] += seconds
+        t = self.throughput
+        t["first_step_s"] = t["first_step_s"] or seconds
+        t["steps"] += 1
+        t["tokens"] += tokens
+        t["seconds"] += seconds
 
     def _log(self, grad_norm: torch.Tensor | None) -> dict[str, float]:
         i = self._interval
