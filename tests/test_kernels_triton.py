@@ -1,15 +1,21 @@
-"""Runs ``interp_triton_lln.py`` (the fused Triton LLN against float64, forward and backward) in a
-child process under TRITON_INTERPRET=1, so the interpreter never leaks into the rest of the suite:
-the variable must be set before ``import triton``, which this process may already have done."""
+"""The fused Triton LLN: ``interp_triton_lln.py`` (the kernels against float64, forward and
+backward; launches, workspaces, the ops under opcheck and torch.compile) runs in a child process
+under TRITON_INTERPRET=1, so the interpreter never leaks into the rest of the suite: the variable
+must be set before ``import triton``, which this process may already have done.
+
+In this process the kernels are the compiled (CUDA) build, registered as ``triton_op``s: traced
+with fake tensors, without a GPU, they show what torch.compile sees on one."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("triton", reason="triton is part of the dev extra")
 CHECKS = Path(__file__).with_name("interp_triton_lln.py")
@@ -24,3 +30,107 @@ def test_triton_kernels_match_float64_under_the_interpreter() -> None:
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary
+
+
+class _TargetOnly:
+    """A Triton driver that only names a target: enough to lower kernels to TTIR (which the
+    mutation analysis of ``wrap_triton`` reads), not to run them."""
+
+    def get_current_target(self):
+        from triton.backends.compiler import GPUTarget
+
+        return GPUTarget("cuda", 90, 32)
+
+
+@pytest.fixture
+def traceable_ops(monkeypatch):
+    from llnbench.attention.kernels import lln_ops
+
+    if lln_ops.REGISTRATION != "triton_op":
+        pytest.skip(f"ops registered as {lln_ops.REGISTRATION} in this process")
+    import triton
+
+    try:
+        triton.runtime.driver.active  # noqa: B018 (a real GPU: use it)
+    except RuntimeError:
+        monkeypatch.setattr(triton.runtime.driver, "_active", _TargetOnly())
+    logging.getLogger("torch._higher_order_ops.triton_kernel_wrap").setLevel(logging.ERROR)
+    return lln_ops
+
+
+def _calls(gm: torch.fx.GraphModule) -> list:
+    return [node.target for node in gm.graph.nodes if node.op == "call_function"]
+
+
+@pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION")
+def test_compiled_layer_traces_to_three_kernels_forward_and_two_backward(traceable_ops) -> None:
+    """torch.compile's view of one moment-matched layer (AOT forward and backward graphs):
+    the kernels themselves, and between them only allocations, views and the counters' zeros."""
+    from functorch.compile import aot_function, make_boxed_func
+    from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from llnbench.attention.kernels import triton_lln
+
+    graphs = {}
+
+    def keep(name):
+        def compiler(gm, _inputs):
+            graphs[name] = gm
+            return make_boxed_func(gm)
+
+        return compiler
+
+    def layer(q, k, v, mask):
+        stats = triton_lln.moment_temperatures(q, k, mask, "batch", 0.15, -0.35)
+        return triton_lln.lln_attention(q, k, v, stats["alpha"], stats["beta"], mask)
+
+    with FakeTensorMode():
+        q, k, v = (torch.randn(2, 3, 40, 128, requires_grad=True) for _ in range(3))
+        mask = torch.ones(2, 40, dtype=torch.bool)
+        out = aot_function(layer, fw_compiler=keep("forward"), bw_compiler=keep("backward"))(
+            q, k, v, mask
+        )
+        out.sum().backward()
+        assert out.shape == q.shape and q.grad.shape == q.shape
+    plan = triton_lln.launch_plan()
+    assert set(graphs) == {"forward", "backward"}
+    for name, gm in graphs.items():
+        launched = [node.kwargs["kernel_idx"] for node in gm.graph.nodes
+                    if node.target is torch.ops.higher_order.triton_kernel_wrapper_functional]  # fmt: skip
+        assert len(launched) == len(plan[name]), gm.code
+        names = [kernel_side_table.get_kernel(i).fn.__name__ for i in launched]
+        assert names == list(plan[name])
+        for target in _calls(gm):
+            allowed = (
+                target is torch.ops.higher_order.triton_kernel_wrapper_functional
+                or getattr(target, "__name__", "") == "getitem"
+                or getattr(target, "is_view", False)
+                or target in (torch.ops.aten.empty.memory_format, torch.ops.aten.zeros.default)
+            )
+            assert allowed, f"{name}: {target} between the launches"
+
+
+def test_fake_functions_agree_with_the_traced_ops(traceable_ops) -> None:
+    """The interpreter build registers explicit fakes; they must match what the compiled build's
+    implementations produce under fake tensors (shape, dtype, strides)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ops = traceable_ops
+    with FakeTensorMode():
+        q, k = torch.randn(2, 3, 17, 48), torch.randn(2, 3, 17, 48)
+        v = torch.randn(2, 3, 17, 48, dtype=torch.bfloat16)
+        mask = torch.ones(2, 17, dtype=torch.bool)
+        alpha = beta = torch.ones(2)
+        calls = [
+            (ops.moments, ops.moments_fake, (q, k, mask, "sequence", 0.15, -0.35, 1e-6, [])),
+            (ops.bidir_forward, ops.forward_fake, (q, k, v, alpha, beta, mask, 1e-8, [])),
+            (ops.bidir_backward, ops.backward_fake,
+             (torch.randn_like(v), q, k, v, alpha, beta, mask, torch.empty(6, 32 * 32 + 64), 1e-8,
+              [])),
+        ]  # fmt: skip
+        for op, fake, args in calls:
+            real, meta = op(*args), fake(*args)
+            real, meta = (x if isinstance(x, tuple) else (x,) for x in (real, meta))
+            for a, b in zip(real, meta, strict=True):
+                assert (a.shape, a.dtype, a.stride()) == (b.shape, b.dtype, b.stride()), op

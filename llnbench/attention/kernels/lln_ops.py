@@ -81,6 +81,11 @@ _workspaces: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
 _retired: list[Tensor] = []  # replaced workspaces stay alive: a captured graph may use them
 
 
+def cached_workspaces() -> dict[tuple[str, torch.device, torch.dtype], Tensor]:
+    """The buffers reused across calls, per (name, device, dtype) (tests, memory accounting)."""
+    return dict(_workspaces)
+
+
 def _tracing(t: Tensor) -> bool:
     return type(t) is not Tensor or torch.compiler.is_compiling()
 
@@ -149,6 +154,11 @@ def _tiling(q: Tensor, values: list[int], tune: Callable[[], Tiling] | None = No
 def tuned_tilings() -> dict[tuple, Tiling]:
     """What the autotuner chose so far, per (device, dtype, head_dim, N bucket)."""
     return dict(_tuned)
+
+
+def forget_tuned() -> None:
+    """Drop the autotuned tilings (the next call tunes again, if autotuning is on)."""
+    _tuned.clear()
 
 
 def plan(q: Tensor, tiling: Tiling) -> Plan:

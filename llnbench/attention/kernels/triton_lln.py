@@ -44,6 +44,7 @@ from llnbench.attention.kernels.tiles import Tiling, block_d, set_autotune
 __all__ = [
     "Tiling",
     "block_d",
+    "forget_tuned",
     "kernels",
     "launch_plan",
     "lln_attention",
@@ -55,6 +56,7 @@ __all__ = [
 ]
 record_launches = lln_ops.record_launches
 tuned_tilings = lln_ops.tuned_tilings
+forget_tuned = lln_ops.forget_tuned
 _DIMS_SCOPE = {(0, 1, 2, 3): "batch", (1, 2, 3): "sequence", (2, 3): "head"}
 
 
