@@ -230,6 +230,22 @@ def test_ops_pass_opcheck(triton_lln) -> None:
                                                    alpha, beta, mask, state, 1e-8, []))  # fmt: skip
 
 
+def test_the_registered_ops_equal_the_eager_path_bitwise(triton_lln) -> None:
+    """Eager calls skip the op dispatcher (``_EagerForward``); the ops run the same code."""
+    q, k, v, alpha, beta, mask = op_args()
+    clones = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    eager = lln_ops.lln_forward(q, k, v, alpha, beta, mask, 1e-8, [])
+    op, _ = lln_ops.bidir_forward(*clones, alpha, beta, mask, 1e-8, [])
+    assert torch.equal(eager, op)
+    grad = torch.randn_like(eager)
+    eager.backward(grad)
+    op.backward(grad)
+    for a, b in zip((q, k, v), clones):
+        assert torch.equal(a.grad, b.grad)
+    stats = lln_ops.moments(q.detach(), k.detach(), mask, "batch", PAPER_A, PAPER_B, 1e-6, [])
+    assert torch.equal(stats, lln_ops.lln_moments(q, k, mask, "batch", PAPER_A, PAPER_B, 1e-6, []))
+
+
 def test_compiled_module_has_no_graph_break_and_matches_eager(triton_lln) -> None:
     """torch.compile(fullgraph=True) of an LLN layer on the Triton ops, forward and backward."""
     from torch._dynamo.utils import counters
@@ -237,12 +253,22 @@ def test_compiled_module_has_no_graph_break_and_matches_eager(triton_lln) -> Non
     attn = build_attention("lln", num_heads=3, head_dim=16, backend="triton").train()
     inputs = masked_inputs(20, 16)
     clones = [t.detach().clone().requires_grad_() for t in inputs[:3]]
+    graphs = []
+
+    def aot_eager_keeping_the_graph(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
     counters.clear()
     torch._dynamo.reset()
-    compiled = torch.compile(attn, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(attn, backend=aot_eager_keeping_the_graph, fullgraph=True)
     with triton_lln.record_launches() as launches:
         out = compiled(*inputs)
     assert not counters["graph_break"], dict(counters["graph_break"])
+    (graph,) = graphs
+    ops = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    assert torch.ops.llnbench.lln_moments.default in ops
+    assert torch.ops.llnbench.lln_bidir_fwd.default in ops
     assert [*triton_lln.launch_plan()["forward"]] == launches[-3:]
     eager = attn(*clones, inputs[3])
     torch.testing.assert_close(out, eager, atol=0, rtol=0)

@@ -132,19 +132,20 @@ def _summaries(P, first, start, members, BLOCK_P: tl.constexpr, SLOTS: tl.conste
 def _pooled_std(P, first, members, BLOCK_P: tl.constexpr, SLOTS: tl.constexpr):
     """Unbiased std over ``members`` consecutive program summaries (count, mean, M2) starting at
     slot ``first``: grand mean in one sweep, M2 in a second (count - 1, clamped at 1)."""
-    total = 0.0
-    weighted = 0.0
+    counts = tl.zeros([BLOCK_P], dtype=tl.float32)
+    weighted = tl.zeros([BLOCK_P], dtype=tl.float32)
     for start in range(0, members, BLOCK_P):
         cnt, mean, _ = _summaries(P, first, start, members, BLOCK_P, SLOTS)
-        total += tl.sum(cnt, axis=0)
-        weighted += tl.sum(cnt * mean, axis=0)
-    grand = weighted / tl.maximum(total, 1.0)
-    m2 = 0.0
+        counts += cnt
+        weighted += cnt * mean
+    total = tl.sum(counts, axis=0)
+    grand = tl.sum(weighted, axis=0) / tl.maximum(total, 1.0)
+    m2 = tl.zeros([BLOCK_P], dtype=tl.float32)
     for start in range(0, members, BLOCK_P):
         cnt, mean, part = _summaries(P, first, start, members, BLOCK_P, SLOTS)
         dev = mean - grand
-        m2 += tl.sum(part + cnt * dev * dev, axis=0)
-    return tl.sqrt(m2 / tl.maximum(total - 1.0, 1.0))
+        m2 += part + cnt * dev * dev
+    return tl.sqrt(tl.sum(m2, axis=0) / tl.maximum(total - 1.0, 1.0))
 
 
 @triton.jit

@@ -159,6 +159,31 @@ def tuned_tilings() -> dict[tuple, Tiling]:
 def forget_tuned() -> None:
     """Drop the autotuned tilings (the next call tunes again, if autotuning is on)."""
     _tuned.clear()
+    _plans.clear()
+
+
+def set_autotune(enabled: bool | None) -> None:
+    """Turn autotuning on or off for this process (None: follow LLNBENCH_TRITON_AUTOTUNE)."""
+    tiles.set_autotune(enabled)
+    _plans.clear()
+
+
+_plans: dict[tuple, Plan] = {}
+
+
+def cached_plan(q: Tensor, values: list[int], tune: Callable[[], Tiling] | None = None) -> Plan:
+    """``plan`` of the tiling for this call, cached per (shape, dtype, device, tiling)."""
+    key = (q.shape, q.dtype, q.device, tuple(values))
+    found = _plans.get(key)
+    if found is not None:
+        return found
+    made = plan(q, _tiling(q, values, tune))
+    # a table tiling that the autotuner may still replace (the moments pass runs before the
+    # forward tunes) is not kept
+    settled = values or not tiles.autotune_enabled() or _key(q) in _tuned
+    if settled and not _tracing(q):
+        _plans[key] = made
+    return made
 
 
 def plan(q: Tensor, tiling: Tiling) -> Plan:
@@ -206,11 +231,11 @@ def autotune(q, k, v, alpha, beta, key_mask, eps) -> Tiling:
 
 
 def _unit_stride(t: Tensor) -> Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
+    return t if t.stride()[-1] == 1 else t.contiguous()
 
 
-def _strides(t: Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
+def _strides(t: Tensor) -> tuple[int, ...]:
+    return t.stride()[:3]
 
 
 def _mask(key_mask: Optional[Tensor], like: Tensor) -> tuple[Tensor, int, bool]:  # noqa: UP045
@@ -232,7 +257,7 @@ def moments_impl(
 ) -> Tensor:  # fmt: skip
     q, k = _unit_stride(q), _unit_stride(k)
     batch, heads, n, d = q.shape
-    p = plan(q, _tiling(q, tiling))
+    p = cached_plan(q, tiling)
     groups, per_group = SCOPE_GROUPS[scope](batch, heads)
     members = per_group * p.nsplit
     part = workspace("moments", batch * heads * p.nsplit * ker.MOMENT_SLOTS, torch.float32, q)
@@ -259,7 +284,7 @@ def forward_impl(
     def tune() -> Tiling:
         return autotune(q, k, v, alpha, beta, key_mask, eps)
 
-    p = plan(q, _tiling(q, tiling, tune))
+    p = cached_plan(q, tiling, tune)
     bd = p.bd
     stride = 2 * bd + bd * bd
     part = workspace("key_states", b * h * p.nsplit * stride, torch.float32, q)
@@ -287,7 +312,7 @@ def backward_impl(
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     grad_out, q, k, v = (_unit_stride(t) for t in (grad_out, q, k, v))
     b, h, n, d = q.shape
-    p = plan(q, _tiling(q, tiling))
+    p = cached_plan(q, tiling)
     bd = p.bd
     stride = bd + bd * bd
     part = workspace("state_grads", b * h * p.nsplit * stride, torch.float32, q)
@@ -355,11 +380,55 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(output[1])
 
 
-def _backward(ctx, grad_out, _grad_state):
+def _input_grads(ctx, grad_out: Tensor, run: Callable) -> tuple:
     q, k, v, alpha, beta, key_mask, state = ctx.saved_tensors
-    dq, dk, dv = bidir_backward(grad_out, q, k, v, alpha, beta, key_mask, state, ctx.eps,
-                                ctx.tiling)  # fmt: skip
+    dq, dk, dv = run(grad_out, q, k, v, alpha, beta, key_mask, state, ctx.eps, ctx.tiling)
     return dq, dk, dv, None, None, None, None, None
 
 
+def _backward(ctx, grad_out, _grad_state):
+    return _input_grads(ctx, grad_out, bidir_backward)
+
+
 bidir_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerForward(torch.autograd.Function):
+    """The same implementations without the op dispatcher, for eager calls (its Python layers
+    cost more host time per call than the launches themselves)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, alpha, beta, key_mask, eps, tiling):
+        out, state = forward_impl(q, k, v, alpha, beta, key_mask, eps, tiling)
+        ctx.save_for_backward(q, k, v, alpha, beta, key_mask, state)
+        ctx.eps, ctx.tiling = eps, tiling
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _input_grads(ctx, grad_out, backward_impl)
+
+
+def _use_ops(q: Tensor) -> bool:
+    """The registered ops while torch.compile (or any fake-tensor tracer) looks; eagerly the
+    implementations directly."""
+    return torch.compiler.is_compiling() or type(q) is not Tensor
+
+
+def lln_moments(
+    q: Tensor, k: Tensor, key_mask: Optional[Tensor], scope: str, a: float, b: float,  # noqa: UP045
+    min_sigma: float, tiling: list[int],
+) -> Tensor:  # fmt: skip
+    """``llnbench::lln_moments`` (q and k are not differentiated through)."""
+    run = moments if _use_ops(q) else moments_impl
+    return run(q, k, key_mask, scope, a, b, min_sigma, tiling)
+
+
+def lln_forward(
+    q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, beta: Tensor,
+    key_mask: Optional[Tensor], eps: float, tiling: list[int],  # noqa: UP045
+) -> Tensor:  # fmt: skip
+    """The output of ``llnbench::lln_bidir_fwd``, differentiable in q, k and v."""
+    if _use_ops(q):
+        return bidir_forward(q, k, v, alpha, beta, key_mask, eps, tiling)[0]
+    return _EagerForward.apply(q, k, v, alpha, beta, key_mask, eps, tiling)

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from llnbench.attention.kernels import _triton_lln_kernels, lln_ops
-from llnbench.attention.kernels.tiles import Tiling, block_d, set_autotune
+from llnbench.attention.kernels.tiles import Tiling, block_d
 
 __all__ = [
     "Tiling",
@@ -57,6 +57,7 @@ __all__ = [
 record_launches = lln_ops.record_launches
 tuned_tilings = lln_ops.tuned_tilings
 forget_tuned = lln_ops.forget_tuned
+set_autotune = lln_ops.set_autotune
 _DIMS_SCOPE = {(0, 1, 2, 3): "batch", (1, 2, 3): "sequence", (2, 3): "head"}
 
 
@@ -86,7 +87,7 @@ def moment_temperatures(
     ``min_sigma``) and the moment-matched alpha, beta, st: fp32 tensors of (groups,), where the
     scope ``batch`` has 1 group, ``sequence`` B and ``head`` B*H. One launch; constants for
     autograd."""
-    temps = lln_ops.moments(q.detach(), k.detach(), key_mask, scope, float(a), float(b),
+    temps = lln_ops.lln_moments(q.detach(), k.detach(), key_mask, scope, float(a), float(b),
                             float(min_sigma), _tiling_arg(tiling))  # fmt: skip
     return dict(zip(lln_ops.STAT_NAMES, temps.unbind(0), strict=True))
 
@@ -131,5 +132,4 @@ def lln_attention(
         raise ValueError("alpha and beta must come from one statistics scope (same shape)")
     if key_mask is not None and key_mask.dtype != torch.bool:
         key_mask = key_mask.to(torch.bool)
-    out, _ = lln_ops.bidir_forward(q, k, v, alpha, beta, key_mask, float(eps), _tiling_arg(tiling))
-    return out
+    return lln_ops.lln_forward(q, k, v, alpha, beta, key_mask, float(eps), _tiling_arg(tiling))
