@@ -351,7 +351,8 @@ def query_backward_kernel(
     program of each (b, h) sums the partials into DSTATE).
 
     out = num / den with num = phi_q S, den = phi_q . z + eps; dnum = g / den,
-    dden = -(g . out) / den, dphi_q = dnum S^T + dden z, dq = alpha phi_q dphi_q (shift detached).
+    dden = -(g . num) / den^2, dphi_q = dnum S^T + dden z, dq = alpha phi_q dphi_q (shift
+    detached). With gs = g S^T, g . num = phi_q . gs: one d x d product per tile instead of two.
     """
     bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -370,16 +371,13 @@ def query_backward_kernel(
                                      sqh, sqn, smb, HAS_MASK)  # fmt: skip
         keep = (offs_m[:, None] < N) & dmask[None, :]
         g = _load_rows(DO, b, h, offs_m, offs_d, sgb, sgh, sgn, keep)
-        num = tl.dot(phi, state, input_precision=PRECISION)
-        den = tl.sum(phi * zz[None, :], axis=1) + eps
-        dnum = g / den[:, None]
-        dden = -tl.sum(g * num, axis=1) / (den * den)
-        dphi = (
-            tl.dot(dnum, tl.trans(state), input_precision=PRECISION) + dden[:, None] * zz[None, :]
-        )
+        gs = tl.dot(g, tl.trans(state), input_precision=PRECISION)
+        inv_den = 1.0 / (tl.sum(phi * zz[None, :], axis=1) + eps)
+        dden = -tl.sum(phi * gs, axis=1) * inv_den * inv_den
+        dphi = gs * inv_den[:, None] + dden[:, None] * zz[None, :]
         dq = tl.where(valid, alpha * phi * dphi, 0.0)
         _store_rows(DQ, b, h, offs_m, offs_d, sdb, sdh, sdn, dq, keep)
-        acc_ds += tl.dot(tl.trans(phi), dnum, input_precision=PRECISION)
+        acc_ds += tl.dot(tl.trans(phi), g * inv_den[:, None], input_precision=PRECISION)
         acc_dz += tl.sum(phi * dden[:, None], axis=0)
     stride = BLOCK_D + BLOCK_D * BLOCK_D
     part = PART + (bh * nsplit + split) * stride

@@ -14,8 +14,11 @@ kernels themselves (``wrap_triton``). Under ``TRITON_INTERPRET=1`` (CPU tests), 
 ``custom_op``s with the fake (meta) functions below. ``tiling`` is ``Tiling.as_list()`` or ``[]``
 (the table, or the autotuned tiling when ``LLNBENCH_TRITON_AUTOTUNE=1``).
 
-Host work per call: shapes, one dict lookup for the tiling, the output allocations and the
-launches. Workspaces (partials, the state gradient) and the merge counters are cached per
+``lln_moments`` and ``lln_forward`` are what callers use: while torch.compile (or another
+fake-tensor tracer) looks they call the ops; eagerly they run the same implementations without
+the op dispatcher (one ``autograd.Function``), whose Python layers cost more host time per call
+than the launches. Host work per eager call: shapes, one dict lookup for the plan (tiling and
+grid, cached per shape), the output allocations and the launches. Workspaces (partials, the state gradient) and the merge counters are cached per
 (device, dtype) and reused: nothing in them outlives a call, and the counters come back to 0 at
 the end of each launch. While tracing (fake tensors) or capturing a CUDA graph they are fresh
 allocations instead, so a graph never refers to a buffer the cache may replace (buffers it
