@@ -149,7 +149,7 @@ def _tiling(q: Tensor, values: list[int], tune: Callable[[], Tiling] | None = No
     if found is not None:
         return found
     if tune is None or _tracing(q) or not tiles.autotune_enabled():
-        return tiles.table_tiling(q.device, q.shape[-1])
+        return tiles.table_tiling(q.device, q.shape[-1], q.dtype)
     _tuned[key] = tune()
     return _tuned[key]
 
@@ -226,7 +226,7 @@ def autotune(q, k, v, alpha, beta, key_mask, eps) -> Tiling:
         except Exception:  # a tiling this device cannot compile (registers, shared memory)
             continue
     if not timings:
-        return tiles.table_tiling(q.device, q.shape[-1])
+        return tiles.table_tiling(q.device, q.shape[-1], q.dtype)
     return min(timings, key=lambda pair: pair[0])[1]
 
 

@@ -2,11 +2,15 @@
 device facts they need (so no call queries the driver).
 
 A ``Tiling`` is rows per tile, warps per program (forward and query-backward), and how many
-programs the row-reducing passes aim for. The table is keyed by (architecture, head-dim class):
-``sm90`` (Hopper), ``sm80`` (Ampere/Ada), ``other`` CUDA, ``cpu`` (the interpreter). Its sm90/sm80
-rows are first guesses from register budgets (a d x d fp32 state per program: 16 KB at d=64,
-64 KB at d=128), not yet measured; ``LLNBENCH_TRITON_AUTOTUNE=1`` (or ``set_autotune(True)``)
-times ``CANDIDATES`` on the first call per (device, dtype, head_dim, N bucket) instead.
+programs the row-reducing passes aim for. The table is keyed by (architecture, head-dim class,
+input class): ``sm90`` (Hopper), ``sm80`` (Ampere/Ada), ``other`` CUDA, ``cpu`` (the
+interpreter); ``small`` (head dim padded to <= 64) or ``d128``; ``16bit`` (TF32 dots) or ``fp32``
+(IEEE dots, far more registers). Rows were chosen from Triton 3.9's own compiles for sm90/sm80
+on a machine without a GPU (``tests/stress/triton_resources.py``: registers, spills, shared
+memory): 16-bit inputs at d <= 64 spill nowhere with 32-row tiles; d128 keeps the d x d tiles
+under the shared-memory limit; fp32 spills at every size, least with 16-row tiles. Speed is not
+measured yet: ``LLNBENCH_TRITON_AUTOTUNE=1`` (or ``set_autotune(True)``) times ``CANDIDATES``
+on the first call per (device, dtype, head_dim, N bucket) instead.
 """
 
 from __future__ import annotations
@@ -43,23 +47,29 @@ class Tiling:
         return cls(block, warps, backward_warps, per_sm, target or None)
 
 
-# (architecture, head-dim class) -> tiling; head-dim class: "small" (<= 64 padded) or "d128"
-TABLE: dict[tuple[str, str], Tiling] = {
-    ("sm90", "small"): Tiling(block=64, warps=4, backward_warps=8, programs_per_sm=4),
-    ("sm90", "d128"): Tiling(block=32, warps=8, backward_warps=8, programs_per_sm=2),
-    ("sm80", "small"): Tiling(block=64, warps=4, backward_warps=8, programs_per_sm=4),
-    ("sm80", "d128"): Tiling(block=32, warps=8, backward_warps=8, programs_per_sm=2),
-    ("other", "small"): Tiling(block=32, warps=4, backward_warps=4, programs_per_sm=4),
-    ("other", "d128"): Tiling(block=16, warps=4, backward_warps=8, programs_per_sm=2),
-    ("cpu", "small"): Tiling(block=64, warps=4, backward_warps=4, target_programs=4),
-    ("cpu", "d128"): Tiling(block=32, warps=4, backward_warps=4, target_programs=4),
-}
+# (architecture, head-dim class, input class) -> tiling
+TABLE: dict[tuple[str, str, str], Tiling] = {
+    ("sm90", "small", "16bit"): Tiling(block=32, warps=4, backward_warps=8, programs_per_sm=4),
+    ("sm90", "d128", "16bit"): Tiling(block=32, warps=8, backward_warps=8, programs_per_sm=2),
+    ("sm80", "small", "16bit"): Tiling(block=32, warps=4, backward_warps=8, programs_per_sm=4),
+    ("sm80", "d128", "16bit"): Tiling(block=16, warps=8, backward_warps=8, programs_per_sm=2),
+    ("other", "small", "16bit"): Tiling(block=32, warps=4, backward_warps=8, programs_per_sm=4),
+    ("other", "d128", "16bit"): Tiling(block=16, warps=8, backward_warps=8, programs_per_sm=2),
+    **{(arch, "small", "fp32"): Tiling(block=16, warps=4, backward_warps=4, programs_per_sm=4)
+       for arch in ("sm90", "sm80", "other")},
+    **{(arch, "d128", "fp32"): Tiling(block=16, warps=4, backward_warps=8, programs_per_sm=2)
+       for arch in ("sm90", "sm80", "other")},
+    **{("cpu", "small", kind): Tiling(block=64, warps=4, backward_warps=4, target_programs=4)
+       for kind in ("16bit", "fp32")},
+    **{("cpu", "d128", kind): Tiling(block=32, warps=4, backward_warps=4, target_programs=4)
+       for kind in ("16bit", "fp32")},
+}  # fmt: skip
 # what the autotuner times (per head-dim class)
 CANDIDATES: dict[str, tuple[Tiling, ...]] = {
     "small": tuple(Tiling(block=b, warps=w, backward_warps=bw, programs_per_sm=p)
-                   for b in (32, 64, 128) for w, bw in ((4, 4), (4, 8), (8, 8)) for p in (2, 4, 8)),
+                   for b in (16, 32, 64) for w, bw in ((4, 8), (8, 8)) for p in (2, 4)),
     "d128": tuple(Tiling(block=b, warps=w, backward_warps=bw, programs_per_sm=p)
-                  for b in (16, 32, 64) for w, bw in ((4, 8), (8, 8)) for p in (1, 2, 4)),
+                  for b in (16, 32) for w, bw in ((4, 8), (8, 8)) for p in (1, 2)),
 }  # fmt: skip
 
 _autotune_override: bool | None = None
@@ -95,8 +105,13 @@ def multiprocessors(device_type: str, index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def table_tiling(device: torch.device, head_dim: int) -> Tiling:
-    return TABLE[(architecture(device.type, device.index), head_dim_class(head_dim))]
+def input_class(dtype: torch.dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "16bit"
+
+
+def table_tiling(device: torch.device, head_dim: int, dtype: torch.dtype) -> Tiling:
+    key = (architecture(device.type, device.index), head_dim_class(head_dim), input_class(dtype))
+    return TABLE[key]
 
 
 def autotune_enabled() -> bool:
