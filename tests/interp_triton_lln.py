@@ -78,6 +78,7 @@ CASES = [  # head_dim, N, masked, dtype, input std
     (128, 9, False, torch.float32, 1.0),
     (128, 20, True, torch.float32, 2.0),
     (128, 12, True, torch.bfloat16, 3.0),
+    (96, 7, True, torch.float32, 1.0),  # padded to 128 columns
 ]
 
 

@@ -46,8 +46,9 @@ def _rows(split, i, blocks_per_prog, BLOCK: tl.constexpr):
 
 @triton.jit
 def _load_rows(X, b, h, offs_n, offs_d, sxb, sxh, sxn, valid):
-    """A (rows x D) tile of a (B, H, N, d) tensor as fp32, 0 where not ``valid``."""
-    ptrs = X + b * sxb + h * sxh + offs_n[:, None] * sxn + offs_d[None, :]
+    """A (rows x D) tile of a (B, H, N, d) tensor as fp32, 0 where not ``valid`` (the batch
+    offset in int64: B x H x N x d may pass 2^31 at long N)."""
+    ptrs = X + b.to(tl.int64) * sxb + h * sxh + offs_n[:, None] * sxn + offs_d[None, :]
     return tl.load(ptrs, mask=valid, other=0.0).to(tl.float32)
 
 
@@ -64,7 +65,7 @@ def _row_pair(X, Y, MASK, b, h, offs_n, offs_d, N, d, sxb, sxh, sxn, syb, syh, s
 
 @triton.jit
 def _store_rows(X, b, h, offs_n, offs_d, sxb, sxh, sxn, value, keep):
-    ptrs = X + b * sxb + h * sxh + offs_n[:, None] * sxn + offs_d[None, :]
+    ptrs = X + b.to(tl.int64) * sxb + h * sxh + offs_n[:, None] * sxn + offs_d[None, :]
     tl.store(ptrs, value.to(X.dtype.element_ty), mask=keep)
 
 
