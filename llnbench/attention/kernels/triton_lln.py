@@ -20,9 +20,17 @@ writes dk, dv: 4). Outputs are recomputed, not stored. Dots are IEEE fp32 for fp
 TF32 for 16-bit inputs (features in (0, 1]). Merges are in a fixed order: results are bitwise
 reproducible.
 
+The moments cannot share the key-state pass: phi_k = exp(beta k) needs beta, which needs
+sigma_k (and sigma_q) over the whole statistics group, i.e. every key of the call under the
+default scope, before the first key is weighed. What was fused is every merge: no launch of its
+own, and the last program of a group does it.
+
 Before this layout (GPU issue 19): 5 launches forward (moments, a one-program temperature
 merge, key state, a state merge, queries) plus 2 mask conversions, 4 backward (2 kernels and 2
-torch sums), buffers allocated and device properties read per call.
+torch sums), buffers allocated and device properties read per call. Now 3 + 2 launches and no
+other device op; eager calls skip the op dispatcher (``lln_ops.lln_forward``). Host time per
+fwd+bwd with the launches stubbed out (2-core CPU VM, B=1, H=12, N=64, d=64): 538 us before,
+414 us now (Triton's own launch cost, ~10-30 us each on a GPU host, comes on top: 7 -> 5).
 
 To be measured on a GPU (``scale`` / ``gpu-check``; B=1, H=12, d=64, bf16): 13 units of traffic
 per fwd+bwd against the 11 that reading the inputs and writing the outputs needs, so the floor at
