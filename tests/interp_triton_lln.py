@@ -42,30 +42,35 @@ def relative_errors(out, ref, grads, ref_grads, real) -> list[float]:
 
 
 def parity(triton_lln, n, d, *, mask=None, tiling=None, scale=1.0, dtype=torch.float32,
-           moment_matched=False):  # fmt: skip
-    """Errors of the kernel (fwd, dq, dk, dv) against the unshifted float64 formula; with
-    ``moment_matched`` the kernels' own temperatures (checked against float64 too)."""
-    q64, k64, v64 = (t.requires_grad_() for t in qkv(2, 3, n, d, scale=scale))
-    q, k, v = (t.detach().to(dtype).requires_grad_() for t in (q64, k64, v64))
+           moment_matched=False, device="cpu"):  # fmt: skip
+    """Errors of the kernel (fwd, dq, dk, dv) against the unshifted float64 formula (on the
+    CPU); with ``moment_matched`` the kernels' own temperatures (checked against float64 too).
+    ``device``: where the kernels run (test_kernels_triton.py's CUDA checks use this too)."""
+    q64, k64, v64 = qkv(2, 3, n, d, scale=scale)
+    q, k, v = (t.to(dtype).to(device).requires_grad_() for t in (q64, k64, v64))
+    on_device = None if mask is None else mask.to(device)
     # the formula and its gradients, on the same rounded inputs
-    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    qd, kd, vd = (t.detach().cpu().double().requires_grad_() for t in (q, k, v))
     alpha, beta = lln_temperatures(qd, kd, mask, "batch")
     if moment_matched:
-        stats = triton_lln.moment_temperatures(q, k, mask, "batch", PAPER_A, PAPER_B, tiling=tiling)
-        got = torch.stack([stats["alpha"], stats["beta"]]).double().flatten()
+        stats = triton_lln.moment_temperatures(q, k, on_device, "batch", PAPER_A, PAPER_B,
+                                               tiling=tiling)  # fmt: skip
+        got = torch.stack([stats["alpha"], stats["beta"]]).cpu().double().flatten()
         torch.testing.assert_close(got, torch.cat([alpha, beta]).flatten(), rtol=1e-6, atol=0)
         kernel_alpha, kernel_beta = stats["alpha"], stats["beta"]
     else:
-        kernel_alpha, kernel_beta = alpha.float(), beta.float()
-    out = triton_lln.lln_attention(q, k, v, kernel_alpha, kernel_beta, mask, eps=0.0, tiling=tiling)
+        kernel_alpha, kernel_beta = alpha.float().to(device), beta.float().to(device)
+    out = triton_lln.lln_attention(q, k, v, kernel_alpha, kernel_beta, on_device, eps=0.0,
+                                   tiling=tiling)  # fmt: skip
     assert out.dtype == dtype and out.shape == q.shape and torch.isfinite(out).all()
     ref = lln_matrix(qd, kd, alpha, beta, mask) @ vd
     real = torch.ones(2, 1, n, 1) if mask is None else mask[:, None, :, None].double()
     grad = torch.randn_like(ref) * real  # padded query rows carry no gradient
-    (out * grad.to(dtype)).sum().backward()
+    (out * grad.to(dtype).to(device)).sum().backward()
     (ref * grad).sum().backward()
-    return relative_errors(out.detach(), ref.detach(), (q.grad, k.grad, v.grad),
-                           (qd.grad, kd.grad, vd.grad), real)  # fmt: skip
+    grads = [t.grad.cpu() for t in (q, k, v)]
+    return relative_errors(out.detach().cpu(), ref.detach(), grads, (qd.grad, kd.grad, vd.grad),
+                           real)  # fmt: skip
 
 
 CASES = [  # head_dim, N, masked, dtype, input std

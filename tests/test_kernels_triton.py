@@ -137,3 +137,87 @@ def test_fake_functions_agree_with_the_traced_ops(traceable_ops) -> None:
             real, meta = (x if isinstance(x, tuple) else (x,) for x in (real, meta))
             for a, b in zip(real, meta, strict=True):
                 assert (a.shape, a.dtype, a.stride()) == (b.shape, b.dtype, b.stride()), op
+
+
+# -- on a GPU (skipped without CUDA): what the interpreter cannot show -------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+GPU_CASES = [(64, torch.bfloat16, 1e-2), (128, torch.bfloat16, 1e-2), (64, torch.float32, 1e-5)]
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize(("head_dim", "dtype", "tolerance"), GPU_CASES,
+                         ids=["d64-bf16", "d128-bf16", "d64-fp32"])  # fmt: skip
+def test_cuda_kernels_match_float64_across_many_programs(head_dim, dtype, tolerance) -> None:
+    """Hundreds of programs per call, running at once: the last-program merges (atomics,
+    barriers, memory order) against float64, and bitwise repeatable."""
+    from helpers import right_padding_mask
+    from interp_triton_lln import parity
+
+    from llnbench.attention.kernels import triton_lln
+
+    mask = right_padding_mask([1500, 700], 1500)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the same output gradient both times
+        runs.append(parity(triton_lln, 1500, head_dim, mask=mask, scale=2.0, dtype=dtype,
+                           moment_matched=True, device="cuda"))  # fmt: skip
+    assert max(runs[0]) < tolerance, runs[0]
+    assert runs[0] == runs[1]  # the merges sum in a fixed order
+
+
+def _lln_step(attn, q, k, v, mask, grad):
+    out = attn(q, k, v, mask)
+    return (out, *torch.autograd.grad(out, (q, k, v), grad))
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_graph_replays_a_layer_forward_and_backward() -> None:
+    from helpers import qkv, right_padding_mask
+
+    from llnbench.attention import build_attention
+
+    attn = build_attention("lln", num_heads=4, head_dim=64, backend="triton").cuda()
+    q, k, v = (t.cuda().to(torch.bfloat16).requires_grad_() for t in qkv(2, 4, 1024, 64))
+    mask = right_padding_mask([1024, 600], 1024).cuda()
+    grad = torch.randn_like(q)
+    eager = _lln_step(attn, q, k, v, mask, grad)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            _lln_step(attn, q, k, v, mask, grad)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = _lln_step(attn, q, k, v, mask, grad)
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(captured, eager):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"], ids=["inductor", "cudagraphs"])
+def test_cuda_inductor_compiles_the_layer_without_graph_breaks(mode) -> None:
+    from helpers import qkv, right_padding_mask
+    from torch._dynamo.utils import counters
+
+    from llnbench.attention import build_attention
+
+    attn = build_attention("lln", num_heads=4, head_dim=64, backend="triton").cuda()
+    q, k, v = (t.cuda().float().requires_grad_() for t in qkv(2, 4, 512, 64))
+    mask = right_padding_mask([512, 300], 512).cuda()
+    grad = torch.randn_like(q)
+    eager = _lln_step(attn, q, k, v, mask, grad)
+    counters.clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(attn, fullgraph=True, mode=mode)
+    for _ in range(3):  # cudagraphs: warm-up, record, replay
+        got = _lln_step(compiled, q, k, v, mask, grad)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    for a, b in zip(got, eager):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

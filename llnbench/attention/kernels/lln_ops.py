@@ -64,10 +64,13 @@ def record_launches() -> Iterator[list[str]]:
     tracing, the launches traced)."""
     global _launch_log
     outer, _launch_log = _launch_log, []
+    inner = _launch_log
     try:
-        yield _launch_log
+        yield inner
     finally:
-        _launch_log = outer if outer is None else [*outer, *_launch_log]
+        if outer is not None:
+            outer.extend(inner)  # an enclosing record sees these launches too
+        _launch_log = outer
 
 
 def _launch(kernel, grid: tuple[int, ...], *args, **meta) -> None:
