@@ -18,12 +18,15 @@ kernels themselves (``wrap_triton``). Under ``TRITON_INTERPRET=1`` (CPU tests), 
 fake-tensor tracer) looks they call the ops; eagerly they run the same implementations without
 the op dispatcher (one ``autograd.Function``), whose Python layers cost more host time per call
 than the launches. Host work per eager call: shapes, one dict lookup for the plan (tiling and
-grid, cached per shape), the output allocations and the launches. Workspaces (partials, the state gradient) and the merge counters are cached per
-(device, dtype) and reused: nothing in them outlives a call, and the counters come back to 0 at
-the end of each launch. While tracing (fake tensors) or capturing a CUDA graph they are fresh
-allocations instead, so a graph never refers to a buffer the cache may replace (buffers it
-replaces are kept alive anyway). One stream at a time: two streams running LLN concurrently on
-one device would share a workspace.
+grid, cached per shape), the output allocations and the launches.
+
+Workspaces (partials, the state gradient) and the merge counters are cached per (device, dtype)
+and reused: nothing in them outlives a call, and every launch leaves its counters at 0. While
+tracing (fake tensors) they are fresh allocations, so a compiled graph owns its own (its
+counters cost one zero-fill per op); a buffer first needed during a CUDA-graph capture belongs
+to that graph and is not cached, and buffers the cache outgrows are kept alive, so a captured
+graph never refers to freed memory. One stream at a time: two streams running LLN concurrently
+on one device would share a workspace.
 """
 
 import contextlib
