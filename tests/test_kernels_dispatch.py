@@ -30,8 +30,9 @@ def test_auto_runs_torch_on_cpu_and_records_it(causal: bool) -> None:
 def test_auto_picks_the_kernel_on_cuda_and_falls_back_where_it_cannot() -> None:
     assert dispatch.select("auto", causal=False, q=fake_cuda()) == ("triton", None)
     assert dispatch.select("auto", causal=True, q=fake_cuda(torch.float32)) == ("fla", None)
-    assert dispatch.select("auto", causal=False, q=fake_cuda(head_dim=128)) == (
-        "torch", "head_dim 128 > 64")  # fmt: skip
+    assert dispatch.select("auto", causal=False, q=fake_cuda(head_dim=128)) == ("triton", None)
+    assert dispatch.select("auto", causal=False, q=fake_cuda(head_dim=256)) == (
+        "torch", "head_dim 256 > 128")  # fmt: skip
     assert dispatch.select("auto", causal=True, q=fake_cuda(torch.float64)) == (
         "torch", "fla kernels take fp32/bf16/fp16 tensors, got float64")  # fmt: skip
     assert dispatch.select("auto", causal=False, q=fake_cuda(), matmul_dtype="bf16")[0] == "torch"
@@ -60,10 +61,10 @@ def test_auto_without_the_packages_falls_back(monkeypatch) -> None:
          r"backend=triton is the bidirectional LLN kernel; causal LLN: auto, torch, fla"),
         ({"backend": "fla"}, r"backend=fla is the causal LLN kernel; bidirectional LLN: auto, "
                              r"torch, triton"),
-        ({"backend": "triton", "head_dim": 128}, r"supports head_dim <= 64, got 128"),
+        ({"backend": "triton", "head_dim": 256}, r"supports head_dim <= 128, got 256"),
         ({"backend": "triton", "matmul_dtype": "bf16"}, r"matmul_dtype=bf16 runs on backend=torch"),
     ],
-    ids=["unknown", "triton-causal", "fla-bidir", "triton-d128", "triton-bf16-matmul"],
+    ids=["unknown", "triton-causal", "fla-bidir", "triton-d256", "triton-bf16-matmul"],
 )  # fmt: skip
 def test_explicit_backend_that_cannot_be_built_says_why(options, message: str) -> None:
     options = {"head_dim": 8, "causal": False, **options}

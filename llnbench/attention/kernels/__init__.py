@@ -2,6 +2,7 @@
 
 - ``dispatch``: which backend runs a call (``attention.backend=auto|torch|triton|fla``).
 - ``triton_lln``: fused bidirectional LLN forward and backward (Triton kernels in
-  ``_triton_lln_kernels``; parity-tested on CPU under ``TRITON_INTERPRET=1``).
+  ``_triton_lln_kernels``, registered as ``torch.library`` ops in ``lln_ops``, tilings in
+  ``tiles``; parity-tested on CPU under ``TRITON_INTERPRET=1``).
 - ``fla_causal``: the causal core on fla-core's chunked scalar-decay kernel (``chunk_simple_gla``).
 """

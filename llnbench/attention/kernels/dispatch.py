@@ -3,12 +3,12 @@
 | backend | direction | runs on | needs |
 |---|---|---|---|
 | torch | both | any device, any dtype | nothing (the reference path of ``linear_core``) |
-| triton | bidirectional | CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``) | triton; head_dim <= 64 |
+| triton | bidirectional | CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``) | triton; head_dim <= 128 |
 | fla | causal | CUDA tensors | fla-core >= 0.6.0 and triton |
 
 ``auto`` picks triton (bidirectional) or fla (causal) for CUDA tensors in fp32/bf16/fp16 when the
 package imports and the shape fits, and torch for everything else (CPU, float64, missing packages,
-head_dim > 64, ``matmul_dtype=bf16``). An explicit ``triton``/``fla`` that cannot run raises
+head_dim > 128, ``matmul_dtype=bf16``). An explicit ``triton``/``fla`` that cannot run raises
 ``BackendUnavailable`` (a ``ConfigError``: one line, exit 2) naming why and what is allowed.
 """
 
@@ -23,7 +23,7 @@ from llnbench.errors import ConfigError, one_of
 
 BACKENDS = ("auto", "torch", "triton", "fla")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-TRITON_MAX_HEAD_DIM = 64
+TRITON_MAX_HEAD_DIM = 128
 
 
 class BackendUnavailable(ConfigError):
