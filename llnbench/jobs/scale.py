@@ -51,7 +51,7 @@ from llnbench.model.roberta import ModelConfig
 from llnbench.progress import ProgressBar
 from llnbench.runs import as_plain, open_run_dir, save_config
 from llnbench.schema import AttentionConfig, WandbConfig
-from llnbench.testing.outside import broken_outside_attentions
+from llnbench.testing.outside import broken_outside_attentions, is_outside
 from llnbench.tracking import Tracker
 
 DEFAULT_ATTENTIONS = ["softmax", "lln", "lln_diag", "lara"]
@@ -100,7 +100,8 @@ class ScaleConfig:
             self.attentions, self.options, skip_broken=everything, causal=self.causal,
             num_heads=self.model.heads if self.scope == "model" else max(1, self.heads),
             head_dim=self.model.head_dim if self.scope == "model" else max(1, self.head_dim),
-            device=resolve_device(self.device),
+            # resolved only for an outside mechanism: a composed cuda config validates on CPU
+            device=resolve_device(self.device) if any(map(is_outside, self.attentions)) else "cpu",
         )  # fmt: skip
         self.attentions = [name for name in self.attentions if name not in self.broken]
         if not self.attentions:
