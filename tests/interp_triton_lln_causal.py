@@ -216,3 +216,14 @@ def test_compiles_with_no_graph_break(causal) -> None:
     assert counter.frame_count == 1
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_the_causal_module_on_triton_has_no_graph_break(causal) -> None:
+    """The whole LLN module (dispatch, temperatures, running statistics, the op) in one graph."""
+    import torch._dynamo as dynamo
+
+    attn = build_attention("lln", num_heads=2, head_dim=16, causal=True, backend="triton")
+    q, k, v = (t.float() for t in qkv(2, 2, 20, 16))
+    explained = dynamo.explain(attn)(q, k, v, masks("both", 20))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1

@@ -60,3 +60,4 @@ def test_entry_point_refuses_what_the_kernel_cannot_take() -> None:
     with pytest.raises(ValueError, match="alpha/beta with 3 values for B=1, H=2"):
         causal.lln_causal_attention(q, q, q, torch.ones(3), torch.ones(3))
     assert causal.kernel_chunk(100) == 64 and causal.kernel_chunk(32) == 32
+    assert causal.kernel_chunk(64, head_dim=128) == 32 and causal.kernel_chunk(16, 128) == 16

@@ -194,7 +194,7 @@ class LLNAttention(FeatureMapAttention):
             alpha, beta = self.temperatures(*upcast(q, k), key_mask)
             return triton_lln_causal.lln_causal_attention(
                 q, k, v, alpha, beta, key_mask, eps=self.eps,
-                chunk=triton_lln_causal.kernel_chunk(self.chunk),
+                chunk=triton_lln_causal.kernel_chunk(self.chunk, self.head_dim),
             )  # fmt: skip
 
     def core_function(self) -> Callable[..., Tensor]:

@@ -27,7 +27,11 @@ import triton
 import triton.language as tl
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
-NEG_INF = float("-inf")
+# compiled kernels may read a global only when it is a constexpr
+NEG_INF = tl.constexpr(float("-inf"))
+# the scans walk N / chunk chunks in order: software-pipeline their loads (they do not depend on
+# the carried state), else every step waits for a global load
+SCAN_STAGES = tl.constexpr(2)
 
 
 @triton.jit
@@ -128,7 +132,7 @@ def chunk_summary_kernel(
 ):  # fmt: skip
     """Per chunk, in its own units lm = max of its key logits: U = sum_j exp(log_k_j - lm) v_j^T,
     uz = sum_j exp(log_k_j - lm), and the per-feature maxima FM (all -inf / 0 for padding only)."""
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # offsets past 2**31 at long N and large B*H
     r = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -159,7 +163,7 @@ def prefix_scan_kernel(
     """For rows [k0, k0 + BLOCK_K) of the state of one (b, h), chunk by chunk: the state entering
     chunk r in units of e_{r-1} (S, and VEC[.., 0] its normaliser), VEC[.., 1] the per-feature
     prefix maxima, EP[r] = e_{r-1} (EP[n_chunks] = the last chunk's end)."""
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # offsets past 2**31 at long N and large B*H
     kb = tl.program_id(1)
     rows = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     cols = tl.arange(0, BLOCK_D)
@@ -168,7 +172,7 @@ def prefix_scan_kernel(
     z = tl.zeros([BLOCK_K], dtype=tl.float32)
     prefix = tl.full([BLOCK_K], NEG_INF, dtype=tl.float32)
     e_prev = tl.full([], NEG_INF, dtype=tl.float32)
-    for r in range(0, n_chunks):
+    for r in tl.range(0, n_chunks, num_stages=SCAN_STAGES):  # prefetch the next chunks
         prog = bh * n_chunks + r
         tl.store(S + prog * BLOCK_D * BLOCK_D + tile, state)
         tl.store(VEC + prog * 2 * BLOCK_D + rows, z)
@@ -208,7 +212,7 @@ def chunk_output_kernel(
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     """out of chunk r: intra-chunk quadratic part plus the state of the earlier chunks."""
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # offsets past 2**31 at long N and large B*H
     r = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -239,7 +243,7 @@ def query_backward_kernel(
     """Chunk r: recompute the output, then dq; store per row 1/den and g.out/den (ROWS) for the
     key pass, and the chunk's piece of the backward state, W = sum_i scale_i phi_q_i^T dnum_i
     (WZ: with dden_i), in units of e_{r-1}."""
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # offsets past 2**31 at long N and large B*H
     r = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -284,14 +288,14 @@ def suffix_scan_kernel(
 ):  # fmt: skip
     """Rows [k0, k0 + BLOCK_K) of G_r = sum over later chunks' queries of exp(e_r - m_i)
     phi_q_i^T dO_i, from the last chunk down: G_{r-1} = W_r + exp(e_{r-1} - e_r) G_r."""
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # offsets past 2**31 at long N and large B*H
     kb = tl.program_id(1)
     rows = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     cols = tl.arange(0, BLOCK_D)
     tile = rows[:, None] * BLOCK_D + cols[None, :]
     acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
     accz = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for i in range(0, n_chunks):
+    for i in tl.range(0, n_chunks, num_stages=SCAN_STAGES):
         r = n_chunks - 1 - i
         prog = bh * n_chunks + r
         tl.store(G + prog * BLOCK_D * BLOCK_D + tile, acc)
@@ -314,7 +318,7 @@ def key_backward_kernel(
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     """dk, dv of chunk r: its own queries (intra) plus the later chunks' through G_r."""
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # offsets past 2**31 at long N and large B*H
     r = tl.program_id(1)
     b = bh // H
     h = bh % H

@@ -39,9 +39,12 @@ def kernels() -> ModuleType:
     return importlib.import_module(KERNELS)
 
 
-def kernel_chunk(chunk: int) -> int:
-    """The module's ``chunk`` where the kernel can use it, else 64 (the result is the same)."""
-    return chunk if chunk in CHUNKS else 64
+def kernel_chunk(chunk: int, head_dim: int = 64) -> int:
+    """The module's ``chunk`` where the kernel can use it, else 64 (the result is the same);
+    at most 32 above head_dim 64, where a chunk of 64 needs more shared memory than an A100 has
+    (180 KB in ``query_backward_kernel`` at d = 128, compiled for sm90)."""
+    chunk = chunk if chunk in CHUNKS else 64
+    return min(chunk, 32) if head_dim > 64 else chunk
 
 
 def _block_d(head_dim: int) -> int:
@@ -62,8 +65,14 @@ def _sizes(q: Tensor, chunk: int) -> tuple[int, int, int, int, int, int]:
 
 
 def _precision(q: Tensor) -> str:
-    # features are fp32 in (0, 1]; 16-bit inputs may take TF32 dots, fp32 inputs stay exact
-    return "ieee" if q.dtype == torch.float32 else "tf32"
+    # features are fp32 in (0, 1]; 16-bit inputs may take TF32 dots; fp32 inputs take 3xTF32
+    # (fp32 accuracy on tensor cores: the "ieee" FMA dots spill ~6 KB per thread at d = 64)
+    return "tf32x3" if q.dtype == torch.float32 else "tf32"
+
+
+def _warps(block_d: int) -> int:
+    # chunk programs hold a handful of (chunk x D) and (D x D) fp32 tiles in registers
+    return 4 if block_d <= 32 else 8
 
 
 def _mask_args(key_mask: Tensor | None, q: Tensor) -> tuple[Tensor, bool, int]:
@@ -92,7 +101,7 @@ def lln_causal_forward(
     ker, precision, headroom = kernels(), _precision(q), QUERY_HEADROOM[torch.float32]
     ker.chunk_summary_kernel[(b * h, c)](
         k, v, mask, beta, lm, fm, u, uz, h, n, d, c, ab_div, *_strides(k), *_strides(v), smb,
-        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=4,
+        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=_warps(bd),
     )  # fmt: skip
     states = torch.empty(b * h, c, bd, bd, **f32)
     vectors = torch.empty(b * h, c, 2, bd, **f32)
@@ -104,7 +113,7 @@ def lln_causal_forward(
     ker.chunk_output_kernel[(b * h, c)](
         q, k, v, mask, alpha, beta, states, vectors, shifts, out, eps, headroom, h, n, d, c,
         ab_div, *_strides(q), *_strides(k), *_strides(v), *_strides(out), smb,
-        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=4,
+        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=_warps(bd),
     )  # fmt: skip
     return out, states, vectors, shifts
 
@@ -138,7 +147,7 @@ def lln_causal_backward(
         q, k, v, mask, alpha, beta, states, vectors, shifts, grad_out, dq, rows, w, wz,
         eps, headroom, h, n, d, c, ab_div, *_strides(q), *_strides(k), *_strides(v),
         *_strides(grad_out), *_strides(dq), smb,
-        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=4,
+        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=_warps(bd),
     )  # fmt: skip
     g = torch.empty(b * h, c, bd, bd, **f32)
     gz = torch.empty(b * h, c, bd, **f32)
@@ -151,7 +160,7 @@ def lln_causal_backward(
         q, k, v, mask, alpha, beta, vectors, shifts, grad_out, rows, g, gz, dk, dv,
         headroom, h, n, d, c, ab_div, *_strides(q), *_strides(k), *_strides(v),
         *_strides(grad_out), *_strides(dk), *_strides(dv), smb,
-        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=4,
+        HAS_MASK=has_mask, CHUNK=chunk, BLOCK_D=bd, PRECISION=precision, num_warps=_warps(bd),
     )  # fmt: skip
     return dq, dk, dv
 
