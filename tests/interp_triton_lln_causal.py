@@ -227,3 +227,12 @@ def test_the_causal_module_on_triton_has_no_graph_break(causal) -> None:
     explained = dynamo.explain(attn)(q, k, v, masks("both", 20))
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+def test_causal_lln_diag_runs_its_lln_branch_on_triton(causal) -> None:
+    kwargs = {"num_heads": 2, "head_dim": 16, "causal": True}
+    fused = build_attention("lln_diag", backend="triton", **kwargs)
+    plain = build_attention("lln_diag", backend="torch", **kwargs)
+    q, k, v = (t.float() for t in qkv(1, 2, 40, 16))
+    assert relative(fused(q, k, v), plain(q, k, v)) < FP32_TOL
+    assert fused.last_backend == "triton" and plain.last_backend == "torch"
