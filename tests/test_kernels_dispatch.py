@@ -116,12 +116,43 @@ def fake_gpu(monkeypatch, name: str, capability: tuple[int, int], triton: str | 
     fla_causal.backward_refusal.cache_clear()  # cached per device index
 
 
+H100_SHARED = 232_448  # bytes of shared memory one program may use (opt-in)
+
+
 @pytest.fixture(autouse=True)
-def _fresh_refusal_cache():
+def _fresh_refusal_cache(monkeypatch):
+    """An H100's shared memory for the fake CUDA tensors; fla's guard recomputed per test."""
     from llnbench.attention.kernels import fla_causal
 
+    monkeypatch.setattr(dispatch, "shared_memory_per_block", lambda index: H100_SHARED)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     yield
     fla_causal.backward_refusal.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("shared_kb", "head_dim", "picked"),
+    [(227, 64, "triton"), (227, 128, "triton"), (163, 64, "triton"), (163, 128, "torch"),
+     (99, 64, "torch"), (99, 32, "torch")],
+    ids=["h100-d64", "h100-d128", "a100-d64", "a100-d128", "rtx4090-d64", "rtx4090-d32"],
+)  # fmt: skip
+def test_causal_triton_needs_its_shared_memory(monkeypatch, shared_kb, head_dim, picked) -> None:
+    monkeypatch.setattr(dispatch, "shared_memory_per_block", lambda index: shared_kb * 1024)
+    backend, reason = dispatch.select("auto", causal=True, q=fake_cuda(head_dim=head_dim))
+    assert backend == picked
+    if picked == "torch":
+        assert reason.startswith("the causal triton kernel needs ")
+        assert reason.endswith(f"KB of shared memory per block at head_dim {head_dim}, "
+                               f"this GPU has {shared_kb} KB")  # fmt: skip
+        with pytest.raises(dispatch.BackendUnavailable, match=r"^attention.backend=triton: the"):
+            dispatch.select("triton", causal=True, q=fake_cuda(head_dim=head_dim))
+    # the bidirectional kernel is not subject to it
+    assert dispatch.select("auto", causal=False, q=fake_cuda())[0] == "triton"
+
+
+def test_unknown_shared_memory_lets_the_kernel_try(monkeypatch) -> None:
+    monkeypatch.setattr(dispatch, "shared_memory_per_block", lambda index: None)
+    assert dispatch.select("auto", causal=True, q=fake_cuda()) == ("triton", None)
 
 
 @pytest.mark.parametrize(

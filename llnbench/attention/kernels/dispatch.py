@@ -28,6 +28,10 @@ BACKENDS = ("auto", "torch", "triton", "fla")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 TRITON_MAX_HEAD_DIM = 64  # the bidirectional kernel (triton_lln)
 CAUSAL_MAX_HEAD_DIM = 128  # the causal kernel (triton_lln_causal.MAX_HEAD_DIM)
+# Shared memory one program of the causal kernel needs (bytes, the largest of its kernels, bf16
+# and fp32 inputs), by head_dim up to; from ptxas after AOT compiles for sm90 and sm86 (a GPU
+# with less, e.g. an RTX 4090's 99 KB or an A100's 163 KB at head_dim 128, could not launch it).
+CAUSAL_SHARED_BYTES = ((64, 114_688), (128, 180_224))
 
 
 class BackendUnavailable(ConfigError):
@@ -107,6 +111,34 @@ def fla_refusal(device: torch.device) -> str | None:
     return fla_causal.backward_refusal(index)
 
 
+@functools.cache
+def shared_memory_per_block(device_index: int) -> int | None:
+    """The most shared memory one program may use on this CUDA device (opt-in), or None."""
+    props = torch.cuda.get_device_properties(device_index)
+    optin = getattr(props, "shared_memory_per_block_optin", None)
+    if optin:
+        return int(optin)
+    try:  # what Triton checks at launch
+        from triton.runtime import driver
+
+        return int(driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
+    except Exception:  # no way to ask: let the launch decide
+        return None
+
+
+def _causal_shared_memory_problem(q: torch.Tensor) -> str | None:
+    head_dim = q.shape[-1]
+    need = next(size for limit, size in CAUSAL_SHARED_BYTES if head_dim <= limit)
+    index = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    have = shared_memory_per_block(index)
+    if have is None or have >= need:
+        return None
+    return (
+        f"the causal triton kernel needs {need // 1024} KB of shared memory per block at "
+        f"head_dim {head_dim}, this GPU has {have // 1024} KB"
+    )
+
+
 def select(
     backend: str,
     *,
@@ -147,4 +179,6 @@ def _call_problem(backend: str, causal: bool, q: torch.Tensor) -> str | None:
         return f"{kernel} runs on CUDA tensors, got {q.device.type}"
     if kernel == "fla":
         return fla_refusal(q.device)
+    if causal:
+        return _causal_shared_memory_problem(q)
     return None
