@@ -124,20 +124,22 @@ def _fresh_refusal_cache(monkeypatch):
     """An H100's shared memory for the fake CUDA tensors; fla's guard recomputed per test."""
     from llnbench.attention.kernels import fla_causal
 
-    monkeypatch.setattr(dispatch, "shared_memory_per_block", lambda index: H100_SHARED)
+    monkeypatch.setattr(dispatch, "device_shared_memory", lambda index: (9, H100_SHARED))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     yield
     fla_causal.backward_refusal.cache_clear()
 
 
 @pytest.mark.parametrize(
-    ("shared_kb", "head_dim", "picked"),
-    [(227, 64, "triton"), (227, 128, "triton"), (163, 64, "triton"), (163, 128, "torch"),
-     (99, 64, "torch"), (99, 32, "torch")],
-    ids=["h100-d64", "h100-d128", "a100-d64", "a100-d128", "rtx4090-d64", "rtx4090-d32"],
+    ("major", "shared_kb", "head_dim", "picked"),
+    [(9, 227, 64, "triton"), (9, 227, 128, "triton"), (8, 163, 64, "triton"),
+     (8, 163, 128, "triton"), (8, 99, 64, "triton"), (8, 99, 128, "torch"), (7, 64, 16, "torch"),
+     (9, 100, 64, "torch")],
+    ids=["h100-d64", "h100-d128", "a100-d64", "a100-d128", "rtx4090-d64", "rtx4090-d128",
+         "t4-d16", "hopper-with-100kb-d64"],
 )  # fmt: skip
-def test_causal_triton_needs_its_shared_memory(monkeypatch, shared_kb, head_dim, picked) -> None:
-    monkeypatch.setattr(dispatch, "shared_memory_per_block", lambda index: shared_kb * 1024)
+def test_causal_triton_needs_its_shared_memory(monkeypatch, major, shared_kb, head_dim, picked):
+    monkeypatch.setattr(dispatch, "device_shared_memory", lambda index: (major, shared_kb * 1024))
     backend, reason = dispatch.select("auto", causal=True, q=fake_cuda(head_dim=head_dim))
     assert backend == picked
     if picked == "torch":
@@ -151,7 +153,7 @@ def test_causal_triton_needs_its_shared_memory(monkeypatch, shared_kb, head_dim,
 
 
 def test_unknown_shared_memory_lets_the_kernel_try(monkeypatch) -> None:
-    monkeypatch.setattr(dispatch, "shared_memory_per_block", lambda index: None)
+    monkeypatch.setattr(dispatch, "device_shared_memory", lambda index: (9, None))
     assert dispatch.select("auto", causal=True, q=fake_cuda()) == ("triton", None)
 
 

@@ -29,9 +29,13 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 TRITON_MAX_HEAD_DIM = 64  # the bidirectional kernel (triton_lln)
 CAUSAL_MAX_HEAD_DIM = 128  # the causal kernel (triton_lln_causal.MAX_HEAD_DIM)
 # Shared memory one program of the causal kernel needs (bytes, the largest of its kernels, bf16
-# and fp32 inputs), by head_dim up to; from ptxas after AOT compiles for sm90 and sm86 (a GPU
-# with less, e.g. an RTX 4090's 99 KB or an A100's 163 KB at head_dim 128, could not launch it).
-CAUSAL_SHARED_BYTES = ((64, 114_688), (128, 180_224))
+# and fp32 inputs) by head_dim up to, for Hopper (wgmma layouts, capability >= 9) and for Ampere/
+# Ada; from the compiled kernels' metadata after AOT compiles for sm90, sm86 and sm80. A GPU
+# with less (an A100's 163 KB at head_dim 128) could not launch it.
+CAUSAL_SHARED_BYTES = {
+    "hopper": ((64, 114_688), (128, 180_224)),
+    "ampere": ((64, 98_304), (128, 147_456)),
+}
 
 
 class BackendUnavailable(ConfigError):
@@ -112,25 +116,28 @@ def fla_refusal(device: torch.device) -> str | None:
 
 
 @functools.cache
-def shared_memory_per_block(device_index: int) -> int | None:
-    """The most shared memory one program may use on this CUDA device (opt-in), or None."""
-    props = torch.cuda.get_device_properties(device_index)
-    optin = getattr(props, "shared_memory_per_block_optin", None)
+def device_shared_memory(device_index: int) -> tuple[int, int | None]:
+    """(compute capability major, the most shared memory one program may use, or None)."""
+    major = torch.cuda.get_device_capability(device_index)[0]
+    optin = getattr(
+        torch.cuda.get_device_properties(device_index), "shared_memory_per_block_optin", None
+    )
     if optin:
-        return int(optin)
+        return major, int(optin)
     try:  # what Triton checks at launch
         from triton.runtime import driver
 
-        return int(driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
+        return major, int(driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
     except Exception:  # no way to ask: let the launch decide
-        return None
+        return major, None
 
 
 def _causal_shared_memory_problem(q: torch.Tensor) -> str | None:
     head_dim = q.shape[-1]
-    need = next(size for limit, size in CAUSAL_SHARED_BYTES if head_dim <= limit)
     index = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    have = shared_memory_per_block(index)
+    major, have = device_shared_memory(index)
+    table = CAUSAL_SHARED_BYTES["hopper" if major >= 9 else "ampere"]
+    need = next(size for limit, size in table if head_dim <= limit)
     if have is None or have >= need:
         return None
     return (
