@@ -55,9 +55,10 @@ def test_entry_point_refuses_what_the_kernel_cannot_take() -> None:
     from llnbench.attention.kernels import triton_lln_causal as causal
 
     q = torch.zeros(1, 2, 8, 16)
-    with pytest.raises(ValueError, match=r"chunk 48 not in \(16, 32, 64, 128\)"):
+    with pytest.raises(ValueError, match=r"chunk 48 not in \(16, 32, 64\)"):
         causal.lln_causal_attention(q, q, q, torch.ones(()), torch.ones(()), chunk=48)
     with pytest.raises(ValueError, match="alpha/beta with 3 values for B=1, H=2"):
         causal.lln_causal_attention(q, q, q, torch.ones(3), torch.ones(3))
-    assert causal.kernel_chunk(100) == 64 and causal.kernel_chunk(32) == 32
+    assert causal.kernel_chunk(100) == 64 and causal.kernel_chunk(128) == 64
+    assert causal.kernel_chunk(32) == 32
     assert causal.kernel_chunk(64, head_dim=128) == 32 and causal.kernel_chunk(16, 128) == 16

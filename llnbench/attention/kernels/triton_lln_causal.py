@@ -29,7 +29,8 @@ from torch import Tensor
 from llnbench.attention.linear_core import QUERY_HEADROOM
 
 KERNELS = "llnbench.attention.kernels._triton_lln_causal_kernels"
-CHUNKS = (16, 32, 64, 128)  # rows per program (a power of two: tl.dot and tl.arange need one)
+CHUNKS = (16, 32, 64)  # rows per program: powers of two (tl.dot, tl.arange), within the
+# shared memory dispatch.CAUSAL_SHARED_BYTES was measured at (64; 32 above head_dim 64)
 MAX_HEAD_DIM = 128
 _SCAN_ROWS = 16  # feature rows of the state per scan program (more programs per (b, h))
 
