@@ -81,10 +81,13 @@ def _errors(out, ref, grads, ref_grads, real):
 @pytest.mark.parametrize(
     ("backend", "causal", "dtype", "tol"),
     [("triton", False, torch.float32, (1e-5, 1e-5)), ("triton", False, torch.bfloat16, (1e-2, 2e-2)),
+     ("triton", True, torch.float32, (1e-4, 1e-4)), ("triton", True, torch.bfloat16, (1e-2, 2e-2)),
      ("fla", True, torch.float32, (1e-2, 2e-2)), ("fla", True, torch.bfloat16, (1e-2, 2e-2))],
-    ids=["triton-fp32", "triton-bf16", "fla-fp32", "fla-bf16"],
+    ids=["triton-fp32", "triton-bf16", "triton-causal-fp32", "triton-causal-bf16", "fla-fp32",
+         "fla-bf16"],
 )  # fmt: skip
 def test_fast_backends_match_float64_forward_and_backward(backend, causal, dtype, tol) -> None:
+    skip_where_fla_refuses(backend)
     n = 1000  # not a multiple of the 64-row tiles
     attn = build_attention("lln", num_heads=2, head_dim=64, causal=causal, backend=backend,
                            eps=0.0).cuda().train()  # fmt: skip
@@ -105,7 +108,17 @@ def test_fast_backends_match_float64_forward_and_backward(backend, causal, dtype
     assert errors[0] <= tol[0] and max(errors[1:]) <= tol[1], errors
 
 
+def skip_where_fla_refuses(backend: str) -> None:
+    """fla-core refuses its gated backward on Hopper with Triton 3.4-3.7.0 (so does backend=fla)."""
+    from llnbench.attention.kernels.fla_causal import backward_refusal
+
+    reason = backward_refusal(torch.cuda.current_device()) if backend == "fla" else None
+    if reason:
+        pytest.skip(reason)
+
+
 def test_fla_path_is_strictly_causal_in_eval() -> None:
+    skip_where_fla_refuses("fla")
     attn = build_attention("lln", num_heads=2, head_dim=64, causal=True, backend="fla").cuda()
     attn.eval()  # running statistics: nothing after position i reaches output i
     q, k, v = (t.float().cuda() for t in qkv(1, 2, 300, 64))
@@ -119,8 +132,8 @@ def test_fla_path_is_strictly_causal_in_eval() -> None:
 
 def test_auto_runs_the_kernels_on_cuda_and_compiles_around_them() -> None:
     q, k, v = (t.cuda().bfloat16() for t in qkv(1, 2, 256, 64, dtype=torch.float32))
-    for name, causal, expected in (("lln", False, "triton"), ("lln", True, "fla"),
-                                   ("lln_diag", False, "triton"), ("lln_diag", True, "fla")):  # fmt: skip
+    for name, causal, expected in (("lln", False, "triton"), ("lln", True, "triton"),
+                                   ("lln_diag", False, "triton"), ("lln_diag", True, "triton")):  # fmt: skip
         attn = build_attention(name, num_heads=2, head_dim=64, causal=causal).cuda()
         ref = attn(q, k, v)
         assert attn.last_backend == expected, (name, causal)

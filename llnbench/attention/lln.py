@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from llnbench.attention.base import core_dtype, full_precision, key_mask_of, masked_std
+from llnbench.attention.base import core_dtype, full_precision, key_mask_of, masked_std, upcast
 from llnbench.attention.kernels import dispatch
 from llnbench.attention.linear_core import MATMUL_DTYPES, FeatureMapAttention, exp_features
 from llnbench.errors import ConfigError, one_of
@@ -164,6 +164,8 @@ class LLNAttention(FeatureMapAttention):
             self.backend, causal=self.causal, q=q, matmul_dtype=self.matmul_dtype,
             missing=self._missing_package,
         )  # fmt: skip
+        if self.last_backend == "triton" and self.causal:
+            return self._triton_causal(q, k, v, attention_mask)
         if self.last_backend == "triton":
             from llnbench.attention.kernels import triton_lln
 
@@ -180,6 +182,20 @@ class LLNAttention(FeatureMapAttention):
                     alpha, beta = self.temperatures(q, k, key_mask)
                 return triton_lln.lln_attention(q, k, v, alpha, beta, key_mask, eps=self.eps)
         return super().forward(q, k, v, attention_mask)  # torch, or the fla causal core
+
+    def _triton_causal(
+        self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None
+    ) -> Tensor:
+        """The causal Triton kernel, from raw q, k, v; temperatures as on the torch path."""
+        from llnbench.attention.kernels import triton_lln_causal
+
+        key_mask = key_mask_of(attention_mask, q)
+        with full_precision(q.device):
+            alpha, beta = self.temperatures(*upcast(q, k), key_mask)
+            return triton_lln_causal.lln_causal_attention(
+                q, k, v, alpha, beta, key_mask, eps=self.eps,
+                chunk=triton_lln_causal.kernel_chunk(self.chunk, self.head_dim),
+            )  # fmt: skip
 
     def core_function(self) -> Callable[..., Tensor]:
         if self.last_backend == "fla":

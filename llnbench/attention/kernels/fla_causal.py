@@ -17,11 +17,19 @@ kernels do not run under ``TRITON_INTERPRET=1`` (``chunk_fwd_kernel_h`` calls ``
 ``range`` loop index, a Python int in the interpreter; its autotuner also needs a GPU driver to
 benchmark), so CPU tests check this mapping through fla's own pure-torch references
 (``fla.ops.simple_gla.naive``) via ``kernel=``; CUDA tests run the real kernel.
+
+fla-core refuses its gated backward (``chunk_bwd_dqkwg`` with g) on Hopper with Triton >= 3.4.0
+and < 3.7.1, the Triton that torch 2.7-2.11 ship: "produces incorrect results" (fla issue #640).
+``backward_refusal`` mirrors that check (``fla.ops.common.chunk_o``, with ``IS_NVIDIA_HOPPER``
+and ``TRITON_ABOVE_3_*`` of ``fla.utils``) for the tensor's own device, so that ``dispatch``
+can refuse ``backend=fla`` before a training step crashes in backward.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -32,6 +40,52 @@ import torch
 from torch import Tensor
 
 from llnbench.attention.linear_core import _with_ones, guard_denominator, mask_keys
+
+# fla-core's guarded range of Triton versions on Hopper: [first, last) (fla.ops.common.chunk_o)
+GUARDED_TRITON = ((3, 4, 0), (3, 7, 1))
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(3, 6, 0) of '3.6.0', '3.6.0+git1a2b' or '3.7.0rc1' (the leading numeric release)."""
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) < len(piece):
+            break  # a pre-release suffix ends the release number
+    return tuple(parts)
+
+
+def triton_version() -> str | None:
+    """``triton.__version__`` (what fla reads; the wheel may be named pytorch-triton), or None."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    import triton
+
+    return triton.__version__
+
+
+@functools.cache
+def backward_refusal(device_index: int) -> str | None:
+    """Why fla-core's backward would refuse to run on this CUDA device, or None.
+
+    fla's condition: a Hopper GPU ('NVIDIA H' in its name or compute capability 9.x) and
+    3.4.0 <= Triton < 3.7.1; the causal LLN core always passes the gate g, so it always applies."""
+    version = triton_version()
+    if version is None:
+        return None  # no Triton: fla cannot run at all (checked where the backend is built)
+    first, last = GUARDED_TRITON
+    if not first <= _release(version) < last:
+        return None
+    name = torch.cuda.get_device_name(device_index)
+    if "NVIDIA H" not in name and torch.cuda.get_device_capability(device_index)[0] != 9:
+        return None
+    return (
+        f"fla-core refuses its gated backward on {name} (Hopper) with Triton {version} "
+        f"(Triton >= 3.4.0 and < 3.7.1 produce incorrect results for gated chunk_bwd_dqkwg)"
+    )
 
 
 def log_decay(key_shift: Tensor) -> Tensor:
