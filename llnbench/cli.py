@@ -85,7 +85,15 @@ def launch(job: str, overrides: list[str], print_config: bool = False, multirun:
             slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in slug)
             cfg = compose(job, [*combo, f"run_dir={_value(f'{cfg.run_dir}/{slug}')}"])
         if print_config:
-            sys.stdout.write(to_yaml(cfg))
+            if hasattr(config_cls, "resolved"):  # the values the job derives, as they will run
+                import yaml
+
+                from llnbench.runs import as_plain
+
+                resolved = from_dict(config_cls, to_container(cfg)).resolved()
+                sys.stdout.write(yaml.safe_dump(as_plain(resolved), sort_keys=False))
+            else:
+                sys.stdout.write(to_yaml(cfg))
             continue
         if len(combos) > 1:
             err_console.rule(escape(f"run {i + 1}/{len(combos)}: {' '.join(combo)}"))

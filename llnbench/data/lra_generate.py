@@ -7,6 +7,7 @@ two generators only (plain Python and numpy: no torch), so starting them is chea
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -19,7 +20,9 @@ from llnbench.errors import ConfigError
 CHUNK = 1000  # examples per chunk (a smaller split is one chunk of its own size)
 SPLITS = ("validation", "test", "train")  # generation order: train never changes the others
 
-Examples = tuple[list[bytes], list[int]]  # each example's tokens as bytes (compact, picklable)
+# each example's tokens as bytes (compact, picklable), its label, and per-example metadata
+# (Pathfinder: marker_centres (2, 2) and contour_length per image; ListOps: none)
+Examples = tuple[list[bytes], list[int], dict[str, list[Any]]]
 
 
 def chunk_seed(task: str, split: str, seed: int, chunk: int) -> str:
@@ -27,12 +30,25 @@ def chunk_seed(task: str, split: str, seed: int, chunk: int) -> str:
 
 
 def generate_chunk(task: str, generator: dict[str, Any], seed: str, count: int) -> Examples:
-    """``count`` examples of one chunk; ``generator`` holds a ListOpsSpec or PathfinderSpec."""
+    """``count`` examples of one chunk; ``generator`` holds a ListOpsSpec or PathfinderSpec (and
+    Pathfinder's ``difficulty``)."""
     if "size" in generator:
-        images, labels, _ = pathfinder.generate(count, pathfinder.PathfinderSpec(**generator), seed)
-        return [image.tobytes() for image in images], labels.tolist()
+        fields = {k: v for k, v in generator.items() if k != "difficulty"}
+        spec = pathfinder.PathfinderSpec(**fields)
+        extra = {}
+        # the difficulty keyword comes with the paddle-snake generator (issue 20, item 1)
+        if "difficulty" in inspect.signature(pathfinder.generate).parameters:
+            extra["difficulty"] = generator["difficulty"]
+        images, labels, meta = pathfinder.generate(count, spec, seed, **extra)
+        if not isinstance(meta, dict):  # marker centres only
+            meta = {"marker_centres": meta}
+        rows = {
+            "marker_centres": list(meta["marker_centres"]),
+            "contour_length": list(meta.get("contour_length", [spec.contour_dashes] * count)),
+        }
+        return [image.tobytes() for image in images], labels.tolist(), rows
     sequences, labels, _ = listops.generate(count, listops.ListOpsSpec(**generator), seed)
-    return [s.tobytes() for s in sequences], labels.tolist()
+    return [s.tobytes() for s in sequences], labels.tolist(), {}
 
 
 def worker_count(requested: int | None) -> int:
@@ -63,6 +79,7 @@ def generate_splits(
     try:
         for split in SPLITS:
             need, examples, labels, chunk = sizes[split], [], [], 0
+            meta: dict[str, list[Any]] = {}
             per_chunk = min(CHUNK, need)
             while len(examples) < need:
                 if chunk > 4 * (need // CHUNK) + 8:  # chunks keep repeating earlier examples
@@ -79,17 +96,19 @@ def generate_splits(
                     results = [generate_chunk(*job) for job in jobs]
                 else:
                     results = list(pool.map(generate_chunk, *zip(*jobs)))
-                for chunk_examples, chunk_labels in results:
-                    for example, label in zip(chunk_examples, chunk_labels):
+                for chunk_examples, chunk_labels, chunk_meta in results:
+                    for i, (example, label) in enumerate(zip(chunk_examples, chunk_labels)):
                         if len(examples) == need or example in seen:
                             continue
                         if distinct:
                             seen.add(example)
                         examples.append(example)
                         labels.append(label)
+                        for name, values in chunk_meta.items():
+                            meta.setdefault(name, []).append(values[i])
                 if progress is not None:
                     progress(split, len(examples), need)
-            out[split] = (examples, labels)
+            out[split] = (examples, labels, meta)
     finally:
         if pool is not None:
             pool.shutdown()

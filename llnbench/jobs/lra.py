@@ -3,6 +3,8 @@ Long Range Arena task (the LRA protocol: no pretraining), with any attention.
 
     llnbench lra task=listops attention=lln            # CPU default: minutes, lengths < 256
     llnbench lra task=pathfinder32 attention=softmax   # 32×32 pixels = 1,024 tokens
+    llnbench lra task=text attention=lln               # IMDb bytes (offline: the stand-in)
+    llnbench lra task=listops data.export_dir=DIR      # also write the splits as LRA's files
     llnbench lra preset=lra_listops attention=lara     # the LRA sizes (length 2,000), GPU
     llnbench lra --multirun attention=softmax,lln,lln_diag,lara,performer trainer.seeds=[0,1]
 
@@ -38,9 +40,12 @@ from llnbench.data.lra import (
     get_lra_task,
     load_lra,
     resolve_data,
+    resolved_config,
 )
+from llnbench.data.lra_export import export_splits
 from llnbench.data.lra_generate import worker_count
 from llnbench.devices import dtype_name
+from llnbench.errors import DataError
 from llnbench.jobs.glue import preflight
 from llnbench.jobs.glue_report import mean_std, summarize_task
 from llnbench.model.roberta import ModelConfig, count_parameters, human_count, shape_signature
@@ -50,6 +55,7 @@ from llnbench.tracking import Tracker, read_jsonl
 from llnbench.train import distributed
 from llnbench.train.config import resolve_precision
 from llnbench.train.finetune import (
+    RESULT,
     EncodedTask,
     FinetuneRun,
     FinetuneTrainerConfig,
@@ -63,7 +69,7 @@ CURVES = "lra_curves.png"
 
 @dataclass
 class LraConfig:
-    task: str = "listops"  # listops | pathfinder32 | pathfinder64
+    task: str = "listops"  # listops | pathfinder32 | pathfinder64 | text
     seed: Seed = 0  # the training seed when trainer.seeds is null
     run_dir: str | None = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -80,6 +86,19 @@ class LraConfig:
         """The encoder shape with the task's vocabulary and positions for [CLS] + sequence."""
         return dataclasses.replace(self.model, max_len=sequence_length, vocab_size=task.vocab_size)
 
+    def resolved(self) -> LraConfig:
+        """This config with every value the task derives filled in (the model's positions and
+        vocabulary, the trainer's recipe, the data's defaults): what runs, and what config.yaml
+        and ``--print-config`` state. Generates nothing."""
+        task = get_lra_task(self.task)
+        sequence_length = resolve_data(task, self.data).sequence_length
+        return dataclasses.replace(
+            self,
+            model=self.model_for(task, sequence_length),
+            data=resolved_config(task, self.data),
+            trainer=self.trainer.with_recipe(task.name, task.recipe),
+        )
+
 
 def run(cfg: LraConfig) -> Path:
     dist, device = distributed.setup(cfg.trainer.device)
@@ -91,14 +110,15 @@ def run(cfg: LraConfig) -> Path:
 
 def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Path:
     task = get_lra_task(cfg.task)
-    trainer_cfg = cfg.trainer.with_recipe(task.name, task.recipe)
+    cfg = cfg.resolved()
+    trainer_cfg = cfg.trainer
     seeds = cfg.trainer.seeds or [cfg.seed]
     if dist.is_main:  # rank 0 generates and fills the cache; the others then read it
         data = load_data(task.name, cfg.data)
     distributed.barrier(dist)
     if not dist.is_main:
         data = load_lra(task.name, cfg.data)
-    model_cfg = cfg.model_for(task, data.resolved.sequence_length)
+    model_cfg = cfg.model
     precision = dtype_name(resolve_precision(trainer_cfg.precision, device))
     machine = machine_info(device, precision)  # at the start: the commit that trains
     label = f"{task.name}-{cfg.attention.name}"
@@ -130,7 +150,7 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         describe_run(cfg, data, model_cfg, trainer_cfg, seeds, device, run_dir)
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        done = read_result(folders[seed])
+        done = finished_result(folders[seed], seed)
         if done is not None and dist.is_main:
             console.print(f"{task.name} seed {seed}: finished earlier, reusing {folders[seed]}")
         per_seed[seed] = done or run_seed(ft, seed, folders[seed], tracker)  # type: ignore[assignment]
@@ -155,6 +175,20 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     return run_dir
 
 
+def finished_result(folder: Path, seed: int) -> dict[str, Any] | None:
+    """A finished seed's result.json, or None; a damaged one is named in one line."""
+    try:
+        result = read_result(folder)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        result = err
+    if result is None or (isinstance(result, dict) and "metrics" in result):
+        return result
+    raise DataError(
+        f"{folder / RESULT} (seed {seed}) is damaged ({type(result).__name__}); delete it to "
+        f"score seed {seed} again from its checkpoints, or use another run_dir"
+    )
+
+
 def load_data(task: str, cfg: LraDataConfig) -> LraData:
     """``load_lra`` with progress while generating (a bar on a terminal, lines in a log) and one
     line on what was loaded."""
@@ -174,8 +208,22 @@ def load_data(task: str, cfg: LraDataConfig) -> LraData:
     with bar:
         data = load_lra(task, cfg, report)
     counts = ", ".join(f"{s} {len(data.splits[s]):,}" for s in ("train", "validation", "test"))
-    how = "from cache" if data.from_cache else "generated"
-    console.print(f"data {task}: {counts}; {how} in {data.seconds:.1f} s ({data.cache_path})")
+    how = "from cache" if data.from_cache else "built"
+    console.print(
+        f"data {task} ({data.resolved.label}): {counts}; {how} in {data.seconds:.1f} s "
+        f"({data.cache_path})", markup=False,
+    )  # fmt: skip
+    if data.resolved.standin:
+        console.print(
+            "note: this is the offline STAND-IN for LRA's Text task (Rotten Tomatoes snippets, "
+            "NOT IMDb); its accuracy is not an LRA Text result", markup=False,
+        )  # fmt: skip
+    if cfg.export_dir:
+        written = export_splits(data.task.kind, data.resolved.describe(), data.arrays,
+                                cfg.export_dir)  # fmt: skip
+        names = ", ".join(p.name for p in written)
+        console.print(f"exported {task} in LRA's formats to {cfg.export_dir}: {names}",
+                      markup=False)  # fmt: skip
     return data
 
 
@@ -246,6 +294,10 @@ def summarize(
         "parameters": parameter_count(data, model_cfg, cfg.attention),
         "seq_len": data.resolved.sequence_length,
         "data": data.summary(),
+        "data_label": data.resolved.label,
+        "standin": data.resolved.standin,
+        "difficulty": data.resolved.generator.get("difficulty"),
+        "pooling": model_cfg.pooling,
         "seeds": encoded_summary["seeds"],
         "seed_list": list(per_seed),
         "recipe": encoded_summary["recipe"],
@@ -294,9 +346,9 @@ def _speed(value: float | None, std: float | None = None) -> str:
 
 def result_table(results: dict[str, Any]) -> Table:
     table = Table(
-        title=f"lra {results['task']} · N={results['seq_len']} · attention="
-        f"{results['attention']['name']} · majority class {pct(results['majority_accuracy'])} "
-        "(validation)",
+        title=f"lra {results['task']} · {results.get('data_label')} · N={results['seq_len']} · "
+        f"attention={results['attention']['name']} · majority class "
+        f"{pct(results['majority_accuracy'])} (validation)",
         caption="test = the best-validation checkpoint scored on the test split; steps/s from "
         "the fastest (best) and the median logging interval",
     )
@@ -367,18 +419,23 @@ def write_curves(results: dict[str, Any], path: Path) -> Path:
 def describe_run(cfg: LraConfig, data: LraData, model_cfg: ModelConfig,
                  trainer: FinetuneTrainerConfig, seeds, device, run_dir: Path) -> None:  # fmt: skip
     g = data.resolved.generator
-    shape = (
-        f"expressions of {g['min_length'] + 1}–{g['max_length'] - 1} tokens, depth <= "
-        f"{g['max_depth']}, <= {g['max_args']} arguments"
-        if data.task.kind == "listops"
-        else f"{g['size']}×{g['size']} pixels"
-    )
+    if data.task.kind == "listops":
+        shape = (f"expressions of {g['min_length'] + 1}–{g['max_length'] - 1} tokens, depth <= "
+                 f"{g['max_depth']}, <= {g['max_args']} arguments")  # fmt: skip
+    elif data.task.kind == "text":
+        shape = f"{data.resolved.label}, the first {g['max_length'] - 1} bytes of each review"
+    else:
+        shape = f"{g['size']}×{g['size']} pixels, {data.resolved.label}"
     console.print(
         f"[bold]llnbench lra[/bold] task={data.task.name} ({data.task.description}; {shape})\n"
         f"attention={cfg.attention.name} model={model_cfg.name} ({model_cfg.layers} layers × "
         f"{model_cfg.hidden}, {model_cfg.heads} heads, {human_count(parameter_count(data, model_cfg, cfg.attention))} "
-        f"parameters), N={data.resolved.sequence_length} incl. [CLS]; from scratch\n"
-        f"lr {trainer.lr:g}, batch {trainer.batch_size}, "
+        f"parameters), N={data.resolved.sequence_length} incl. [CLS], {model_cfg.pooling} "
+        f"pooling; from scratch\n"
+        f"lr {trainer.lr:g}, batch {trainer.batch_size}, betas {tuple(trainer.betas)}, weight "
+        f"decay {trainer.weight_decay:g}, "
+        + (f"clip {trainer.clip_norm:g}, " if trainer.clip_norm else "no clipping, ")
+        + f"warm-up {trainer.warmup_ratio:g}, "
         + (f"{trainer.max_steps} steps" if trainer.max_steps else f"{trainer.epochs:g} epochs")
         + f"; seeds {seeds}; majority class {pct(data.majority('validation'))} (validation), "
         f"{pct(data.majority('test'))} (test); device {device}, precision "
