@@ -407,7 +407,9 @@ def load_lra(task_name: str, cfg: LraDataConfig | None = None, progress=None) ->
             arrays = None
     if problem is not None:
         err_console.print(
-            f"warning: the LRA data cache {path} {problem}; rebuilding it", markup=False
+            f"warning: the LRA data cache {path} {problem}; rebuilding it",
+            markup=False,
+            soft_wrap=True,  # one line, however long the path
         )
     from_cache = arrays is not None
     if arrays is None:

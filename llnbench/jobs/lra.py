@@ -131,6 +131,11 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         "task": task.name,
         "data": data.resolved.describe(),
     }
+    for (
+        seed,
+        folder,
+    ) in folders.items():  # a damaged result.json: one line, before preflight reads it
+        finished_result(folder, seed)
     preflight(run_dir, dict.fromkeys(folders.values(), signature), cfg.trainer.resume)
     config = as_plain(cfg)
     tracker = Tracker(run_dir, job="lra", name=label, config=config, wandb_cfg=cfg.wandb,
@@ -300,7 +305,7 @@ def summarize(
         "pooling": model_cfg.pooling,
         "seeds": encoded_summary["seeds"],
         "seed_list": list(per_seed),
-        "recipe": encoded_summary["recipe"],
+        "recipe": {**encoded_summary["recipe"], **optimiser(trainer)},
         "steps": next(iter(per_seed.values()))["steps"],
         "batch_size": trainer.batch_size,
         "device": machine["device"],
@@ -327,6 +332,12 @@ def summarize(
         ),
         "summary": {k: encoded_summary[k] for k in ("mean", "std", "best_seed")},
     }
+
+
+def optimiser(trainer: FinetuneTrainerConfig) -> dict[str, Any]:
+    """The recipe beyond lr, batch and epochs: what the README's recipe table compares."""
+    keys = ("max_steps", "betas", "adam_eps", "weight_decay", "clip_norm", "warmup_ratio")
+    return {key: getattr(trainer, key) for key in keys}
 
 
 def parameter_count(data: LraData, model_cfg: ModelConfig, attention: AttentionConfig) -> int:
