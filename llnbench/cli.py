@@ -213,7 +213,7 @@ def _job_command(job: str, summary: str) -> None:
 _job_command("pretrain", "Pretrain a RoBERTa MLM with a chosen attention (e.g. attention=lln).")
 _job_command("glue", "Fine-tune a pretrained model on a GLUE task (e.g. task=sst2).")
 _job_command("analyze", "Concentration instruments: entropy, spectral gap, log-normality.")
-_job_command("lra", "Long Range Arena from scratch: task=listops|pathfinder32|pathfinder64.")
+_job_command("lra", "Long Range Arena from scratch: task=listops|pathfinder32|pathfinder64|text.")
 
 
 @app.command(context_settings=EXTRA_ARGS)

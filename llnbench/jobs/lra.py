@@ -121,7 +121,8 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     model_cfg = cfg.model
     precision = dtype_name(resolve_precision(trainer_cfg.precision, device))
     machine = machine_info(device, precision)  # at the start: the commit that trains
-    label = f"{task.name}-{cfg.attention.name}"
+    standin = "-standin" if data.resolved.standin else ""  # the run's folder says it, too
+    label = f"{task.name}{standin}-{cfg.attention.name}"
     run_dir = Path(distributed.broadcast(
         str(new_run_dir("lra", label, cfg.run_dir)) if dist.is_main else None, dist
     ))  # fmt: skip
