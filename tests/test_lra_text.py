@@ -16,7 +16,7 @@ from llnbench.data.lra import LraDataConfig, load_lra
 from llnbench.errors import ConfigError, DataError
 
 SMALL = {"train_size": 6, "validation_size": 2, "test_size": 3, "max_length": 64}
-REVIEWS = [("A fine, warm film. Très bien — five stars.", 1), ("Dull\tand long;\nskip it.", 0),
+REVIEWS = [('A fine, "warm" film. Très bien — five stars.', 1), ("Dull\tand long;\nskip it.", 0),
            ("I loved every minute", 1), ("Awful acting, worse plot", 0), ("Great fun", 1),
            ("Boring", 0), ("Moving and funny", 1), ("Not worth it", 0), ("A gem", 1),
            ("Two hours lost", 0)]  # fmt: skip
@@ -40,6 +40,9 @@ def write_local(root, layout: str) -> None:
                 writer = csv.writer(f)
                 writer.writerow(["text", "label"])
                 writer.writerows((t, "pos" if y else "neg") for t, y in REVIEWS)
+        elif layout == "tsv":  # verbatim: a quote is text, tabs and newlines are not
+            rows = [f"{t.replace(chr(9), ' ').replace(chr(10), ' ')}\t{y}" for t, y in REVIEWS]
+            (root / f"{split}.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
         else:  # aclImdb
             for i, (t, y) in enumerate(REVIEWS):
                 folder = root / split / ("pos" if y else "neg")
@@ -87,13 +90,17 @@ def test_an_unreachable_hub_fails_in_one_probe(monkeypatch, tmp_path) -> None:
         load_lra("text", LraDataConfig(source="hub", cache_dir=str(tmp_path), **SMALL))
 
 
-@pytest.mark.parametrize("layout", ["jsonl", "csv", "aclImdb"])
+@pytest.mark.parametrize("layout", ["jsonl", "csv", "tsv", "aclImdb"])
 def test_local_files_give_their_reviews_byte_for_byte(tmp_path, layout: str) -> None:
     write_local(tmp_path / "imdb", layout)
     cfg = LraDataConfig(source="local", local_dir=str(tmp_path / "imdb"),
                         cache_dir=str(tmp_path / "c"), **{**SMALL, "max_length": 20})  # fmt: skip
     data = load_lra("text", cfg)
-    expected = {lra_text.utf8_prefix(t, 19): y for t, y in REVIEWS}
+    flat = layout == "tsv"
+    expected = {
+        lra_text.utf8_prefix(t.replace("\t", " ").replace("\n", " ") if flat else t, 19): y
+        for t, y in REVIEWS
+    }
     for split in ("train", "validation", "test"):
         for row, label in zip(data.splits[split].input_ids, data.splits[split].labels):
             assert expected[text_of(row).encode()] == label

@@ -197,8 +197,11 @@ def _read_file(path: Path) -> tuple[list[str], list[int]]:
                 rows = [(i, json.loads(line)) for i, line in enumerate(handle, 1) if line.strip()]
         else:
             with path.open(encoding="utf-8", newline="") as handle:
-                delimiter = "\t" if path.suffix == ".tsv" else ","
-                rows = list(enumerate(csv.DictReader(handle, delimiter=delimiter), 2))
+                # a .tsv is read verbatim (reviews hold stray quotes); a .csv may quote fields
+                options = (
+                    {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix == ".tsv" else {}
+                )
+                rows = list(enumerate(csv.DictReader(handle, **options), 2))
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     for line, row in rows:
