@@ -132,10 +132,8 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         "task": task.name,
         "data": data.resolved.describe(),
     }
-    for (
-        seed,
-        folder,
-    ) in folders.items():  # a damaged result.json: one line, before preflight reads it
+    # a damaged result.json: one line, before preflight reads it
+    for seed, folder in folders.items():
         finished_result(folder, seed)
     preflight(run_dir, dict.fromkeys(folders.values(), signature), cfg.trainer.resume)
     config = as_plain(cfg)
