@@ -228,6 +228,7 @@ def load_data(task: str, cfg: LraDataConfig) -> LraData:
         names = ", ".join(p.name for p in written)
         console.print(f"exported {task} in LRA's formats to {cfg.export_dir}: {names}",
                       markup=False)  # fmt: skip
+    data.arrays = {}  # the raw arrays served the export; training holds the encoded splits
     return data
 
 
