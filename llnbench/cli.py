@@ -114,7 +114,15 @@ def launch(job: str, overrides: list[str], print_config: bool = False, multirun:
             slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in slug)
             cfg = compose(job, [*combo, f"run_dir={_value(f'{cfg.run_dir}/{slug}')}"])
         if print_config:
-            sys.stdout.write(to_yaml(cfg))
+            if hasattr(config_cls, "resolved"):  # the values the job derives, as they will run
+                import yaml
+
+                from llnbench.runs import as_plain
+
+                resolved = from_dict(config_cls, to_container(cfg)).resolved()
+                sys.stdout.write(yaml.safe_dump(as_plain(resolved), sort_keys=False))
+            else:
+                sys.stdout.write(to_yaml(cfg))
             continue
         if len(combos) > 1:
             err_console.rule(escape(f"run {i + 1}/{len(combos)}: {' '.join(combo)}"))
@@ -250,7 +258,7 @@ def _job_command(job: str, summary: str) -> None:
 _job_command("pretrain", "Pretrain a RoBERTa MLM with a chosen attention (e.g. attention=lln).")
 _job_command("glue", "Fine-tune a pretrained model on a GLUE task (e.g. task=sst2).")
 _job_command("analyze", "Concentration instruments: entropy, spectral gap, log-normality.")
-_job_command("lra", "Long Range Arena from scratch: task=listops|pathfinder32|pathfinder64.")
+_job_command("lra", "Long Range Arena from scratch: task=listops|pathfinder32|pathfinder64|text.")
 
 
 @app.command(context_settings=EXTRA_ARGS, cls=JobCommand)

@@ -278,15 +278,13 @@ def test_pathfinder_splits_come_with_their_metadata() -> None:
     from llnbench.data.lra_generate import chunk_seed, generate_splits
 
     spec = pathfinder.spec_for(32, "intermediate")
-    meta: dict = {}
     sizes = {"train": 12, "validation": 6, "test": 6}
-    splits = generate_splits("pathfinder32", asdict(spec), sizes, 0, workers=1, metadata=meta)
+    splits = generate_splits("pathfinder32", asdict(spec), sizes, 0, workers=1)
     for split, n in sizes.items():
-        assert meta[split]["marker_centres"].shape == (n, 2, 2)
-        assert (meta[split]["contour_length"] == 9).all() and meta[split][
-            "difficulty"
-        ] == "intermediate"
+        meta = splits[split][2]
+        assert meta["marker_centres"].shape == (n, 2, 2)
+        assert (meta["contour_length"] == 9).all()
     # the metadata belongs to the images it travels with
     drawn = pathfinder.generate(6, spec, chunk_seed("pathfinder32", "test", 0, 0))
     assert [image.tobytes() for image in drawn.images] == splits["test"][0]
-    assert (drawn.marker_centres == meta["test"]["marker_centres"]).all()
+    assert (drawn.marker_centres == splits["test"][2]["marker_centres"]).all()

@@ -136,8 +136,18 @@ def test_another_attention_in_the_same_run_dir_is_refused(tmp_path, cache) -> No
             "too short for task pathfinder32: its sequences are 1024 pixels",
         ),
         (["attention=nope"], "Could not find 'attention/nope'; allowed:"),
+        (["model.pooling=max"], "unknown model.pooling 'max'; allowed: cls, mean"),
+        (["task=pathfinder32", "data.difficulty=extreme"], "unknown data.difficulty 'extreme'"),
     ],
-    ids=["unknown-task", "glue-task", "listops-length", "pathfinder-length", "attention"],
+    ids=[
+        "unknown-task",
+        "glue-task",
+        "listops-length",
+        "pathfinder-length",
+        "attention",
+        "pooling",
+        "difficulty",
+    ],
 )
 def test_bad_input_is_one_line(tmp_path, cache, args: list[str], message: str) -> None:
     result = lra(*args, "wandb.mode=disabled", f"run_dir={tmp_path / 'run'}")
@@ -200,3 +210,68 @@ def test_speed_is_the_fastest_and_the_median_logging_interval() -> None:
     speed = steps_per_second(logged, 0)
     assert speed["best"] == pytest.approx(10.0) and speed["median"] == pytest.approx(1 / 0.3)
     assert steps_per_second(logged, 2) == {"best": None, "median": None}
+
+
+def test_report_rows_name_their_data_and_difficulties_never_share_a_table(tmp_path) -> None:
+    runs = []
+    for name, difficulty in (("easy", "easy"), ("hard", "hard")):
+        run = lra_run(tmp_path, name, "lln", 0.5, 1.0, 10.0)
+        run.results.update(task="pathfinder32", seq_len=1025, difficulty=difficulty,
+                           data_label=f"Pathfinder {difficulty}", pooling="mean")  # fmt: skip
+        runs.append(run)
+    out = tmp_path / "report"
+    out.mkdir()
+    text, csv_rows, _ = lra_section(runs, out)
+    assert "### pathfinder32, N = 1025 (incl. [CLS]), Pathfinder easy" in text
+    assert "### pathfinder32, N = 1025 (incl. [CLS]), Pathfinder hard" in text
+    assert "| lln | Pathfinder hard | mean |" in text and "Older runs" not in text
+    assert {row["difficulty"] for row in csv_rows} == {"easy", "hard"}
+
+
+def test_config_yaml_and_print_config_state_what_ran(tmp_path, cache) -> None:
+    import yaml
+
+    run_dir = tmp_path / "run"
+    assert lra(*TINY, f"run_dir={run_dir}").exit_code == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert saved["model"]["max_len"] == results["model"]["max_len"] == 32
+    assert saved["model"]["vocab_size"] == results["model"]["vocab_size"] == 17
+    assert saved["model"]["pooling"] == "mean" and saved["trainer"]["lr"] == 1e-3
+    assert saved["trainer"]["betas"] == [0.9, 0.999] and saved["trainer"]["clip_norm"] == 0
+    assert saved["data"]["max_depth"] == 10 and saved["data"]["validation_size"] == 16
+    printed = lra(*TINY, f"run_dir={run_dir}", "--print-config")
+    assert yaml.safe_load(printed.output) == saved
+
+
+def test_a_garbled_seed_result_is_one_line_with_the_way_out(tmp_path, cache) -> None:
+    run_dir = tmp_path / "run"
+    assert lra(*TINY, f"run_dir={run_dir}").exit_code == 0
+    (run_dir / "seed0" / "result.json").write_bytes(b'{"metrics": \xff')
+    result = lra(*TINY, f"run_dir={run_dir}")
+    text = result.output.strip()
+    assert result.exit_code == 2 and "Traceback" not in text
+    error = [line for line in text.splitlines() if "error" in line]
+    assert len(error) == 1 and error[0].startswith("llnbench: error:")
+    assert "seed0/result.json is damaged" in error[0] and "delete it" in error[0]
+
+
+def test_mean_pooling_ignores_padding() -> None:
+    import torch
+
+    from llnbench.model.roberta import ModelConfig, RobertaForSequenceClassification
+    from llnbench.schema import AttentionConfig
+
+    cfg = ModelConfig(layers=1, hidden=16, heads=2, ffn=32, max_len=12, vocab_size=20,
+                      pooling="mean")  # fmt: skip
+    model = RobertaForSequenceClassification(cfg, AttentionConfig("softmax"), 0, 3).eval()
+    ids = torch.tensor([[1, 5, 6, 7, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    _, padded = model(ids, attention_mask=mask)
+    _, alone = model(ids[:, :4], attention_mask=mask[:, :4])
+    assert torch.allclose(padded, alone, atol=1e-6)
+    cls = RobertaForSequenceClassification(
+        ModelConfig(**{**cfg.__dict__, "pooling": "cls"}), AttentionConfig("softmax"), 0, 3
+    ).eval()
+    cls.load_state_dict(model.state_dict())
+    assert not torch.allclose(cls(ids, attention_mask=mask)[1], padded)

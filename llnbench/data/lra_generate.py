@@ -28,10 +28,10 @@ from llnbench.errors import ConfigError
 CHUNK = 1000  # examples per chunk (a smaller split is one chunk of its own size)
 SPLITS = ("validation", "test", "train")  # generation order: train never changes the others
 
-Examples = tuple[list[bytes], list[int]]  # each example's tokens as bytes (compact, picklable)
-Metadata = dict[
-    str, Any
-]  # per-example arrays (Pathfinder: marker_centres, contour_length) + scalars
+# each example's tokens as bytes (compact, picklable), its label, and per-example metadata
+# (Pathfinder: marker_centres (n, 2, 2) float32 and contour_length (n,) int16; ListOps: none)
+Metadata = dict[str, Any]
+Examples = tuple[list[bytes], list[int], Metadata]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCH_SECONDS = 0.5  # how often a worker checks that its parent is alive where prctl is missing
 
@@ -40,9 +40,7 @@ def chunk_seed(task: str, split: str, seed: int, chunk: int) -> str:
     return f"llnbench-lra-{task}-{split}-seed{seed}-chunk{chunk}"
 
 
-def generate_chunk(
-    task: str, generator: dict[str, Any], seed: str, count: int
-) -> tuple[list[bytes], list[int], Metadata]:
+def generate_chunk(task: str, generator: dict[str, Any], seed: str, count: int) -> Examples:
     """``count`` examples of one chunk and their metadata; ``generator`` holds a ListOpsSpec or
     PathfinderSpec."""
     if "size" in generator:
@@ -87,13 +85,12 @@ def generate_splits(
     seed: int,
     workers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    metadata: dict[str, Metadata] | None = None,
 ) -> dict[str, Examples]:
-    """Every split as (examples, labels). A ListOps expression already drawn (in this split or
-    an earlier one) is dropped and later chunks fill the gap (LRA's data set is a set, too).
-    ``metadata``, when given, receives per split the examples' metadata in the same order
-    (Pathfinder: ``marker_centres`` (n, 2, 2) float32 (y, x) start marker then end marker,
-    ``contour_length`` (n,) int16, ``difficulty``; ListOps: nothing yet)."""
+    """Every split as (examples, labels, metadata). A ListOps expression already drawn (in this
+    split or an earlier one) is dropped and later chunks fill the gap (LRA's data set is a set,
+    too). The metadata are per-example arrays in the same order (Pathfinder: ``marker_centres``
+    (n, 2, 2) float32 (y, x), start marker then end marker, and ``contour_length`` (n,) int16;
+    ListOps: none)."""
     n_workers = worker_count(workers)
     distinct = "size" not in generator  # Pathfinder images are not deduplicated
     seen: set[bytes] = set()
@@ -140,11 +137,7 @@ def generate_splits(
                         meta.setdefault(key, []).append(values[kept])
                 if progress is not None:
                     progress(split, len(examples), need)
-            out[split] = (examples, labels)
-            if metadata is not None:
-                metadata[split] = {key: np.concatenate(parts) for key, parts in meta.items()}
-                if "difficulty" in generator:
-                    metadata[split]["difficulty"] = generator["difficulty"]
+            out[split] = (examples, labels, {k: np.concatenate(v) for k, v in meta.items()})
     finally:
         if pool is not None:
             pool.shutdown()

@@ -3,6 +3,8 @@ Long Range Arena task (the LRA protocol: no pretraining), with any attention.
 
     llnbench lra task=listops attention=lln            # CPU default: minutes, lengths < 256
     llnbench lra task=pathfinder32 attention=softmax   # 32×32 pixels = 1,024 tokens
+    llnbench lra task=text attention=lln               # IMDb bytes (offline: the stand-in)
+    llnbench lra task=listops data.export_dir=DIR      # also write the splits as LRA's files
     llnbench lra preset=lra_listops attention=lara     # the LRA sizes (length 2,000), GPU
     llnbench lra --multirun attention=softmax,lln,lln_diag,lara,performer trainer.seeds=[0,1]
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from llnbench.bench.machine import machine_info
@@ -39,7 +42,9 @@ from llnbench.data.lra import (
     get_lra_task,
     load_lra,
     resolve_data,
+    resolved_config,
 )
+from llnbench.data.lra_export import export_splits
 from llnbench.data.lra_generate import worker_count
 from llnbench.devices import dtype_name
 from llnbench.jobs.glue import build_model, preflight
@@ -65,7 +70,7 @@ CURVES = "lra_curves.png"
 
 @dataclass
 class LraConfig:
-    task: str = "listops"  # listops | pathfinder32 | pathfinder64
+    task: str = "listops"  # listops | pathfinder32 | pathfinder64 | text
     seed: Seed = 0  # the training seed when trainer.seeds is null
     run_dir: str | None = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -82,6 +87,19 @@ class LraConfig:
         """The encoder shape with the task's vocabulary and positions for [CLS] + sequence."""
         return dataclasses.replace(self.model, max_len=sequence_length, vocab_size=task.vocab_size)
 
+    def resolved(self) -> LraConfig:
+        """This config with every value the task derives filled in (the model's positions and
+        vocabulary, the trainer's recipe, the data's defaults): what runs, and what config.yaml
+        and ``--print-config`` state. Generates nothing."""
+        task = get_lra_task(self.task)
+        sequence_length = resolve_data(task, self.data).sequence_length
+        return dataclasses.replace(
+            self,
+            model=self.model_for(task, sequence_length),
+            data=resolved_config(task, self.data),
+            trainer=self.trainer.with_recipe(task.name, task.recipe),
+        )
+
 
 def run(cfg: LraConfig) -> Path:
     dist, device = distributed.setup(cfg.trainer.device)
@@ -96,17 +114,19 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     verify_outside_attention(
         cfg.attention, num_heads=cfg.model.heads, head_dim=cfg.model.head_dim, device=device
     )
-    trainer_cfg = cfg.trainer.with_recipe(task.name, task.recipe)
+    cfg = cfg.resolved()
+    trainer_cfg = cfg.trainer
     seeds = cfg.trainer.seeds or [cfg.seed]
     if dist.is_main:  # rank 0 generates and fills the cache; the others then read it
         data = load_data(task.name, cfg.data)
     distributed.barrier(dist)
     if not dist.is_main:
         data = load_lra(task.name, cfg.data)
-    model_cfg = cfg.model_for(task, data.resolved.sequence_length)
+    model_cfg = cfg.model
     precision = dtype_name(resolve_precision(trainer_cfg.precision, device))
     machine = machine_info(device, precision)  # at the start: the commit that trains
-    label = f"{task.name}-{cfg.attention.name}"
+    standin = "-standin" if data.resolved.standin else ""  # the run's folder says it, too
+    label = f"{task.name}{standin}-{cfg.attention.name}"
     run_dir = Path(distributed.broadcast(
         str(open_run_dir("lra", label, cfg.run_dir, cfg, SEED_KEYS)) if dist.is_main else None,
         dist,
@@ -117,6 +137,9 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         "task": task.name,
         "data": data.resolved.describe(),
     }
+    # a damaged result.json: one line, before preflight reads it
+    for folder in folders.values():
+        read_result(folder)
     preflight(run_dir, dict.fromkeys(folders.values(), signature), cfg.trainer.resume)
     config = as_plain(cfg)
     tracker = Tracker(run_dir, job="lra", name=label, config=config, wandb_cfg=cfg.wandb,
@@ -139,7 +162,8 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
     for seed in seeds:
         done = read_result(folders[seed])
         if done is not None and dist.is_main:
-            console.print(f"{task.name} seed {seed}: finished earlier, reusing {folders[seed]}")
+            console.print(f"{task.name} seed {seed}: finished earlier, reusing {folders[seed]}",
+                          markup=False)  # fmt: skip
         per_seed[seed] = done or run_seed(ft, seed, folders[seed], tracker)  # type: ignore[assignment]
     if not dist.is_main:
         return run_dir
@@ -158,7 +182,7 @@ def _run(cfg: LraConfig, dist: distributed.DistInfo, device: torch.device) -> Pa
         for s, r in results["seeds"].items()
     ])  # fmt: skip
     tracker.finish(results)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/bold]")
     return run_dir
 
 
@@ -181,8 +205,23 @@ def load_data(task: str, cfg: LraDataConfig) -> LraData:
     with bar:
         data = load_lra(task, cfg, report)
     counts = ", ".join(f"{s} {len(data.splits[s]):,}" for s in ("train", "validation", "test"))
-    how = "from cache" if data.from_cache else "generated"
-    console.print(f"data {task}: {counts}; {how} in {data.seconds:.1f} s ({data.cache_path})")
+    how = "from cache" if data.from_cache else "built"
+    console.print(
+        f"data {task} ({data.resolved.label}): {counts}; {how} in {data.seconds:.1f} s "
+        f"({data.cache_path})", markup=False,
+    )  # fmt: skip
+    if data.resolved.standin:
+        console.print(
+            "note: this is the offline STAND-IN for LRA's Text task (Rotten Tomatoes snippets, "
+            "NOT IMDb); its accuracy is not an LRA Text result", markup=False,
+        )  # fmt: skip
+    if cfg.export_dir:
+        written = export_splits(data.task.kind, data.resolved.describe(), data.arrays,
+                                cfg.export_dir)  # fmt: skip
+        names = ", ".join(p.name for p in written)
+        console.print(f"exported {task} in LRA's formats to {cfg.export_dir}: {names}",
+                      markup=False)  # fmt: skip
+    data.arrays = {}  # the raw arrays served the export; training holds the encoded splits
     return data
 
 
@@ -253,9 +292,13 @@ def summarize(
         "parameters": parameter_count(data, model_cfg, cfg.attention),
         "seq_len": data.resolved.sequence_length,
         "data": data.summary(),
+        "data_label": data.resolved.label,
+        "standin": data.resolved.standin,
+        "difficulty": data.resolved.generator.get("difficulty"),
+        "pooling": model_cfg.pooling,
         "seeds": encoded_summary["seeds"],
         "seed_list": list(per_seed),
-        "recipe": encoded_summary["recipe"],
+        "recipe": {**encoded_summary["recipe"], **optimiser(trainer)},
         "steps": next(iter(per_seed.values()))["steps"],
         "batch_size": trainer.batch_size,
         "device": machine["device"],
@@ -284,6 +327,12 @@ def summarize(
     }
 
 
+def optimiser(trainer: FinetuneTrainerConfig) -> dict[str, Any]:
+    """The recipe beyond lr, batch and epochs: what the README's recipe table compares."""
+    keys = ("max_steps", "betas", "adam_eps", "weight_decay", "clip_norm", "warmup_ratio")
+    return {key: getattr(trainer, key) for key in keys}
+
+
 def parameter_count(data: LraData, model_cfg: ModelConfig, attention: AttentionConfig) -> int:
     # on CPU, not "meta": LLN fits its moment constants for d != 64 when built
     return count_parameters(build_model(data.spec, model_cfg, attention, PAD))
@@ -301,9 +350,9 @@ def _speed(value: float | None, std: float | None = None) -> str:
 
 def result_table(results: dict[str, Any]) -> Table:
     table = Table(
-        title=f"lra {results['task']} · N={results['seq_len']} · attention="
-        f"{results['attention']['name']} · majority class {pct(results['majority_accuracy'])} "
-        "(validation)",
+        title=f"lra {results['task']} · {results.get('data_label')} · N={results['seq_len']} · "
+        f"attention={results['attention']['name']} · majority class "
+        f"{pct(results['majority_accuracy'])} (validation)",
         caption="test = the best-validation checkpoint scored on the test split; steps/s from "
         "the fastest (best) and the median logging interval",
     )
@@ -374,20 +423,26 @@ def write_curves(results: dict[str, Any], path: Path) -> Path:
 def describe_run(cfg: LraConfig, data: LraData, model_cfg: ModelConfig,
                  trainer: FinetuneTrainerConfig, seeds, device, run_dir: Path) -> None:  # fmt: skip
     g = data.resolved.generator
-    shape = (
-        f"expressions of {g['min_length'] + 1}–{g['max_length'] - 1} tokens, depth <= "
-        f"{g['max_depth']}, <= {g['max_args']} arguments"
-        if data.task.kind == "listops"
-        else f"{g['size']}×{g['size']} pixels"
-    )
+    if data.task.kind == "listops":
+        shape = (f"expressions of {g['min_length'] + 1}–{g['max_length'] - 1} tokens, depth <= "
+                 f"{g['max_depth']}, <= {g['max_args']} arguments")  # fmt: skip
+    elif data.task.kind == "text":
+        shape = f"{data.resolved.label}, the first {g['max_length'] - 1} bytes of each review"
+    else:
+        shape = f"{g['size']}×{g['size']} pixels, {data.resolved.label}"
     console.print(
         f"[bold]llnbench lra[/bold] task={data.task.name} ({data.task.description}; {shape})\n"
-        f"attention={cfg.attention.name} model={model_cfg.name} ({model_cfg.layers} layers × "
+        f"attention={escape(cfg.attention.name)} model={model_cfg.name} ({model_cfg.layers} layers × "
         f"{model_cfg.hidden}, {model_cfg.heads} heads, {human_count(parameter_count(data, model_cfg, cfg.attention))} "
-        f"parameters), N={data.resolved.sequence_length} incl. [CLS]; from scratch\n"
-        f"lr {trainer.lr:g}, batch {trainer.batch_size}, "
+        f"parameters), N={data.resolved.sequence_length} incl. [CLS], {model_cfg.pooling} "
+        f"pooling; from scratch\n"
+        f"lr {trainer.lr:g}, batch {trainer.batch_size}, betas {tuple(trainer.betas)}, weight "
+        f"decay {trainer.weight_decay:g}, "
+        + (f"clip {trainer.clip_norm:g}, " if trainer.clip_norm else "no clipping, ")
+        + f"warm-up {trainer.warmup_ratio:g}, "
         + (f"{trainer.max_steps} steps" if trainer.max_steps else f"{trainer.epochs:g} epochs")
         + f"; seeds {seeds}; majority class {pct(data.majority('validation'))} (validation), "
         f"{pct(data.majority('test'))} (test); device {device}, precision "
-        f"{dtype_name(resolve_precision(trainer.precision, device))}; run directory: {run_dir}"
+        f"{dtype_name(resolve_precision(trainer.precision, device))}; run directory: "
+        f"{escape(str(run_dir))}"
     )

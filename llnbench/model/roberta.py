@@ -26,6 +26,7 @@ POSITION_PAD = 1
 POSITION_OFFSET = 2
 # state-dict keys of the attention cores' own parameters and buffers contain this
 CORE = ".attention.core."
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ModelConfig:
     attention_dropout: float = 0.1  # only where the mechanism has probabilities (softmax, local)
     layer_norm_eps: float = 1e-5
     causal: bool = False
+    pooling: str = "cls"  # classification from: cls (the <s> token) | mean (over real tokens)
 
     def validate(self) -> None:
         for name in ("layers", "hidden", "heads", "ffn", "max_len", "vocab_size"):
@@ -57,6 +59,10 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.layer_norm_eps <= 0:
             raise ConfigError(f"model.layer_norm_eps must be positive, got {self.layer_norm_eps}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(
+                f"unknown model.pooling {self.pooling!r}; allowed: {', '.join(POOLINGS)}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -66,6 +72,8 @@ class ModelConfig:
 def shape_signature(model: ModelConfig, attention: AttentionConfig) -> dict[str, object]:
     """What fixes the parameter shapes and the computation; a checkpoint must match it."""
     shape = {k: v for k, v in asdict(model).items() if k != "name"}
+    if shape["pooling"] == "cls":  # the default: checkpoints from before the option still match
+        del shape["pooling"]
     return {"model": shape, "attention": attention.to_dict()}
 
 
@@ -234,7 +242,8 @@ class RobertaForMaskedLM(nn.Module):
 
 
 class RobertaForSequenceClassification(nn.Module):
-    """Classification (num_labels >= 2) or regression (num_labels = 1, MSE) on the <s> token."""
+    """Classification (num_labels >= 2) or regression (num_labels = 1, MSE) on the <s> token
+    (``pooling="cls"``) or the mean of the real tokens (``pooling="mean"``)."""
 
     def __init__(self, cfg: ModelConfig, attention: AttentionConfig, pad_id: int, num_labels: int):
         super().__init__()
@@ -253,12 +262,24 @@ class RobertaForSequenceClassification(nn.Module):
     def forward(
         self, input_ids: Tensor, labels: Tensor | None = None, attention_mask: Tensor | None = None
     ) -> tuple[Tensor | None, Tensor]:
-        logits = self.head(self.encoder(input_ids, attention_mask)[:, 0]).float()
+        hidden = self.encoder(input_ids, attention_mask)
+        logits = self.head(pool(hidden, attention_mask, self.cfg.pooling)).float()
         if labels is None:
             return None, logits
         if self.num_labels == 1:
             return F.mse_loss(logits.squeeze(-1), labels.float()), logits
         return F.cross_entropy(logits, labels.long()), logits
+
+
+def pool(hidden: Tensor, attention_mask: Tensor | None, pooling: str) -> Tensor:
+    """(B, N, D) -> (B, D): the first token's state, or the mean over real tokens (padding
+    excluded; the pooling of the PyTorch LRA code)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 def count_parameters(model: nn.Module) -> int:
