@@ -288,3 +288,11 @@ def test_pathfinder_splits_come_with_their_metadata() -> None:
     drawn = pathfinder.generate(6, spec, chunk_seed("pathfinder32", "test", 0, 0))
     assert [image.tobytes() for image in drawn.images] == splits["test"][0]
     assert (drawn.marker_centres == splits["test"][2]["marker_centres"]).all()
+
+
+def test_pathfinder_names_the_32_pixel_task() -> None:
+    from llnbench.data.lra import get_lra_task
+
+    assert get_lra_task("pathfinder") is get_lra_task("pathfinder32")
+    with pytest.raises(ConfigError, match=r"allowed: listops, .*\(pathfinder = pathfinder32\)"):
+        get_lra_task("pathfinder16")

@@ -98,10 +98,16 @@ ONLY = {  # data keys that apply to some kinds of task only
 }  # fmt: skip
 
 
+# LRA names the task Pathfinder and the 32×32 set its default
+ALIASES = {"pathfinder": "pathfinder32"}
+
+
 def get_lra_task(name: str) -> LraTask:
+    name = ALIASES.get(name, name)
     if name not in LRA_TASKS:
         raise ConfigError(
-            f"unknown task {name!r} for llnbench lra; allowed: {', '.join(LRA_TASKS)}"
+            f"unknown task {name!r} for llnbench lra; allowed: {', '.join(LRA_TASKS)} "
+            f"(pathfinder = pathfinder32)"
         )
     return LRA_TASKS[name]
 

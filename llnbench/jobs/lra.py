@@ -95,6 +95,7 @@ class LraConfig:
         sequence_length = resolve_data(task, self.data).sequence_length
         return dataclasses.replace(
             self,
+            task=task.name,  # an alias (pathfinder) as the task it names
             model=self.model_for(task, sequence_length),
             data=resolved_config(task, self.data),
             trainer=self.trainer.with_recipe(task.name, task.recipe),
