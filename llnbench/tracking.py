@@ -54,6 +54,17 @@ def to_number(value: Any) -> Any:
     return value
 
 
+def _damaged_json(path: Path) -> bool:
+    """A file at ``path`` that does not parse as JSON (a missing file is not damaged)."""
+    try:
+        json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return True
+    return False
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with every NaN/inf (nested in dicts and lists too) as None: strict JSON, which
     ``json.dumps`` alone is not (it writes a bare ``NaN``)."""
@@ -216,6 +227,12 @@ class Tracker:
             return
         if results is not None:  # "job" lets `llnbench report` sort run directories
             path = self.run_dir / "results.json"
+            if _damaged_json(path):  # from an earlier run: say so, then replace it
+                console.print(
+                    f"llnbench: warning: {path} was damaged (not readable JSON); rewritten from "
+                    "this run's results",
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
             try:
                 files.write_json(path, json_safe({"job": self.job, **results}))
             except OSError as err:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 # The input builders and checks live in llnbench.testing (the kit researchers use on their own
 # mechanisms); the built-in tests import them from there or, as before, from here.
 from llnbench.testing import (  # noqa: F401
@@ -29,7 +34,9 @@ def write_corpus(folder, documents: int = 24, sentences: int = 30, seed: int = 0
         for _ in range(sentences):
             start = rng.randrange(len(WORDS) - 8)
             lines.append(" ".join(WORDS[start : start + rng.randint(5, 8)]).capitalize() + ".")
-        (folder / f"doc{i:03d}.txt").write_text(" ".join(lines) + "\n")
+        path, text = folder / f"doc{i:03d}.txt", " ".join(lines) + "\n"
+        if not path.is_file() or path.read_text() != text:  # same files keep their fingerprint
+            path.write_text(text)
     return folder
 
 
@@ -45,3 +52,16 @@ def tiny_pretrain_args(tmp_path, run_dir, *extra: str) -> list[str]:
         "trainer.checkpoint_every=3", "eval_blocks=8", "wandb.mode=disabled",
         f"run_dir={run_dir}", *extra,
     ]  # fmt: skip
+
+
+def run_under_triton_interpreter(checks: Path) -> None:
+    """Run the pytest file ``checks`` in a child process with TRITON_INTERPRET=1 (it must be set
+    before triton is imported) and insist that every one of its tests passed."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(checks)],
+        cwd=checks.parent.parent, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary

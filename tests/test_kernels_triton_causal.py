@@ -6,27 +6,18 @@ of the ops needs no interpreter and is checked here too."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_under_triton_interpreter
 
 pytest.importorskip("triton", reason="triton is part of the dev extra")
 CHECKS = Path(__file__).with_name("interp_triton_lln_causal.py")
 
 
 def test_causal_triton_kernels_match_float64_under_the_interpreter() -> None:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(CHECKS)],
-        cwd=CHECKS.parent.parent, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary
+    run_under_triton_interpreter(CHECKS)
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])

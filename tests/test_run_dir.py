@@ -337,3 +337,11 @@ def test_a_lock_file_that_is_no_regular_file_is_one_line(tmp_path) -> None:
     (tmp_path / runs.LOCK).symlink_to("/dev/full")
     with pytest.raises(files.PathError, match="not a regular file"):
         runs.lock_run_dir(tmp_path)
+
+
+def test_a_damaged_results_json_is_rewritten_with_a_warning(tmp_path, capsys) -> None:
+    (tmp_path / "results.json").write_bytes(b"{\xff")
+    tracker = Tracker(tmp_path, job="x", name="x", config={}, wandb_cfg=WandbConfig("disabled"))
+    tracker.finish({"loss": 1.0})
+    assert "results.json was damaged" in capsys.readouterr().err
+    assert json.loads((tmp_path / "results.json").read_text()) == {"job": "x", "loss": 1.0}
