@@ -11,7 +11,7 @@ refused shows up as exit 0 ("accepted"). The last column flags any other outcome
 
 The surfaces of issue 21 (``surface_cases``) name the class of each input and what is intended:
 ``error`` (exit 2, one line), ``runs`` (a legal value: exit 0), or ``error-or-rebuild`` (a damaged
-cache: refused in one line, or rebuilt with exit 0 and a line saying so). Their fixtures: broken
+cache or results.json: refused in one line, or rebuilt with exit 0 and a line saying so). Their fixtures: broken
 mechanisms from outside llnbench (tests/outside_mechanisms.py), an exported hf: folder, an LRA
 data cache, finished pretrain, glue and lra runs; a case that would change a fixture gets its own
 copy.
@@ -177,7 +177,7 @@ def judge(case: Case, code: int, text: str, crashed: bool) -> str:
         said = [
             ln
             for ln in lines
-            if "cache" in ln.lower()
+            if ("cache" in ln.lower() or "results.json" in ln.lower())  # what was damaged
             and any(
                 w in ln.lower() for w in ("rebuil", "regenerat", "damaged", "invalid", "warning")
             )
