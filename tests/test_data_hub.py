@@ -94,8 +94,13 @@ def test_probe_is_bounded_and_local(monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nothing listens there
     assert hub.reachable("127.0.0.1", port, timeout=2) is not None
+
     # a lookup that hangs: the probe gives up after its timeout
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))
+    def hanging(*args, **kwargs):  # then refused, as a lookup that finally fails would be
+        time.sleep(5)
+        raise OSError("lookup gave up")
+
+    monkeypatch.setattr(socket, "create_connection", hanging)
     start = time.perf_counter()
     assert hub.reachable("example.invalid", 443, timeout=0.2) == "no answer in 0.2 s"
     assert time.perf_counter() - start < 1.0
