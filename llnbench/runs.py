@@ -211,15 +211,7 @@ def _plain(value: Any) -> Any:
 
 def save_config(run_dir: Path, cfg: Any) -> Path:
     text = yaml.safe_dump(as_plain(cfg), sort_keys=False)
-    return _written(run_dir / CONFIG, lambda path: files.write_text(path, text))
-
-
-def _written(path: Path, write) -> Path:
-    """``write(path)``, with an OS error (a full disk, a read-only folder) as one line."""
-    try:
-        return write(path)
-    except OSError as err:
-        raise ConfigError(f"cannot write {path}: {err.strerror or type(err).__name__}") from None
+    return files.write_text(run_dir / CONFIG, text)  # an OS error: one PathError line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +258,7 @@ def claim_run_dir(
                     "another run_dir for these"
                 )
     if found is None:
-        _written(run_dir / RECORD, lambda path: files.write_json(path, {"job": job}))
+        files.write_json(run_dir / RECORD, {"job": job})
 
 
 def holds_state(run_dir: Path) -> bool:

@@ -134,10 +134,7 @@ def truncate_metrics(path: Path, step: int, where: dict[str, Any] | None = None)
             markup=False,
             highlight=False,
         )
-    try:
-        files.atomic_write(path, lambda handle: handle.write(b"".join(kept)))
-    except OSError as err:
-        raise write_failed(path, err) from None
+    files.atomic_write(path, lambda handle: handle.write(b"".join(kept)))  # PathError: one line
 
 
 def _step(row: dict[str, Any]) -> float:
@@ -233,10 +230,7 @@ class Tracker:
                     "this run's results",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
-            try:
-                files.write_json(path, json_safe({"job": self.job, **results}))
-            except OSError as err:
-                raise write_failed(path, err) from None
+            files.write_json(path, json_safe({"job": self.job, **results}))  # PathError: one line
         if self._wandb is not None:
             if results is not None:
                 flat = {k: to_number(v) for k, v in _flatten(results).items()}

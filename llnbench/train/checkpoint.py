@@ -7,7 +7,6 @@ SIGTERM (they act as it ends), and a full disk is one line naming the file.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import IO, Any
@@ -38,10 +37,9 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
     try:
         with stopping.held():
             return files.atomic_write(path, write)
-    except (OSError, files.PathError) as err:  # files names the path and the cause
-        cause = str(err) if isinstance(err, files.PathError) else f"{path}: {_reason(err)}"
+    except files.PathError as err:  # atomic_write names the path and the cause
         raise CheckpointError(
-            f"checkpoint not written: {cause}; the previous one is intact: free space (or fix "
+            f"checkpoint not written: {err}; the previous one is intact: free space (or fix "
             "the folder) and rerun the same command to continue"
         ) from None
 
@@ -62,10 +60,6 @@ class _Recording:
 
     def flush(self) -> None:
         self.handle.flush()  # type: ignore[union-attr]
-
-
-def _reason(err: OSError) -> str:
-    return err.strerror or os.strerror(err.errno or 0) or type(err).__name__
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
