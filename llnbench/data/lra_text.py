@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llnbench.data import MOVIE_REVIEWS_ASSET, read_asset
+from llnbench.data import MOVIE_REVIEWS_ASSET, hub, read_asset
 from llnbench.errors import ConfigError, DataError, one_of
 
 IMDB_DATASET = "stanfordnlp/imdb"
@@ -47,19 +45,13 @@ Pools = dict[str, tuple[list[str], list[int]]]  # split -> (texts, labels), as t
 
 
 def offline() -> bool:
-    return any(
-        os.environ.get(flag, "").lower() in ("1", "true", "yes", "on")
-        for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    return hub.offline_flag() is not None
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connection to the hub: fails in seconds, where ``datasets`` retries for long."""
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+def hub_reachable(timeout: float = hub.PROBE_TIMEOUT_S) -> bool:
+    """One bounded connection to the hub (or the HTTPS proxy): fails in seconds, where
+    ``datasets`` retries for long."""
+    return hub.reachable(*hub.hub_address(), timeout=timeout) is None
 
 
 def resolve_source(source: str, local_dir: str | None) -> str:
